@@ -1,1 +1,23 @@
-//! placeholder
+//! jobsource event store: the [`EventStore`] trait, positions and offsets, the envelope
+//! codec with upcasting, and two backends with identical semantics: [`RedisStore`]
+//! (partitioned Redis Streams, atomic Lua append) and [`MemoryStore`] (embedded mode and
+//! fast tests).
+
+pub mod append;
+pub mod codec;
+pub mod envelope;
+pub mod error;
+pub mod memory;
+pub mod partition;
+pub mod position;
+pub mod redis;
+pub mod store;
+pub mod upcast;
+
+pub use append::{AppendRequest, AppendResult, ExpectedVersion, Idempotency, StoreConfig};
+pub use envelope::{Envelope, NewEvent, RecordedEvent};
+pub use error::{DecodeError, ParseError, StoreError};
+pub use memory::MemoryStore;
+pub use position::{Cursor, LogId, Offset, Position};
+pub use redis::RedisStore;
+pub use store::{EventStore, EventStream};

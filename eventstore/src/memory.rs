@@ -1,0 +1,332 @@
+//! In-memory backend: the same semantics as Redis, for embedded mode and fast tests.
+//!
+//! One mutex guards the whole store; appends are short critical sections (no I/O, no
+//! encoding inside the lock), which is what makes it both atomic and fast. Log ids are
+//! generated the way Redis generates stream ids (`<ms>-<seq>`, monotonic), so positions,
+//! timestamps-as-offsets and cursors behave identically on both backends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::append::{AppendRequest, AppendResult, StoreConfig};
+use crate::envelope::{Envelope, RecordedEvent};
+use crate::error::{DecodeError, StoreError};
+use crate::partition::partition_of;
+use crate::position::{Cursor, LogId, Position};
+use crate::store::{EventStore, EventStream};
+use crate::upcast;
+
+struct Entry {
+    id: LogId,
+    envelope: Arc<Envelope>,
+}
+
+#[derive(Default)]
+struct StreamState {
+    /// Index into the partition log of each version (index 0 = version 1).
+    entries: Vec<usize>,
+}
+
+struct Idem {
+    fingerprint: String,
+    result: AppendResult,
+    expires: Instant,
+}
+
+struct Inner {
+    logs: Vec<Vec<Entry>>,
+    streams: HashMap<String, StreamState>,
+    idempotency: HashMap<(String, String), Idem>,
+    appends_since_sweep: u64,
+}
+
+/// The in-memory event store. Cloning gives another handle to the same store.
+#[derive(Clone)]
+pub struct MemoryStore {
+    config: StoreConfig,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    appended: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied append (all mutation
+        // happens after every check), so a poisoned lock is safe to keep using.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Up to `limit` events after `cursor`, across partitions (each in log order).
+    fn read_after(&self, cursor: &Cursor, limit: usize) -> Vec<Result<RecordedEvent, StoreError>> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        for (p, log) in inner.logs.iter().enumerate() {
+            let after = cursor.after(p as u32);
+            let start = log.partition_point(|e| e.id <= after);
+            for e in log[start..].iter().take(limit.saturating_sub(out.len())) {
+                out.push(recorded(p as u32, e));
+            }
+        }
+        out
+    }
+}
+
+impl MemoryStore {
+    /// Creates an empty store.
+    pub fn new(config: StoreConfig) -> Self {
+        let partitions = config.partitions.max(1);
+        MemoryStore {
+            config: StoreConfig {
+                partitions,
+                ..config
+            },
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner {
+                    logs: (0..partitions).map(|_| Vec::new()).collect(),
+                    streams: HashMap::new(),
+                    idempotency: HashMap::new(),
+                    appends_since_sweep: 0,
+                }),
+                appended: Notify::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.shared.lock()
+    }
+
+    /// Total number of events stored (all partitions).
+    pub fn len(&self) -> usize {
+        self.lock().logs.iter().map(Vec::len).sum()
+    }
+
+    /// True when nothing was appended yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reads back a stored envelope, upcast to the current schema like the Redis backend does.
+fn recorded(partition: u32, entry: &Entry) -> Result<RecordedEvent, StoreError> {
+    let position = Position::new(partition, entry.id);
+    let envelope = if upcast::needs_upcast(&entry.envelope) {
+        upcast::upcast((*entry.envelope).clone()).map_err(|message| DecodeError {
+            at: position.to_string(),
+            message,
+        })?
+    } else {
+        (*entry.envelope).clone()
+    };
+    Ok(RecordedEvent { position, envelope })
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+fn next_id(last: Option<LogId>) -> LogId {
+    let now = now_ms();
+    match last {
+        Some(l) if l.ms >= now => LogId::new(l.ms, l.seq + 1),
+        _ => LogId::new(now, 0),
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    fn partitions(&self) -> u32 {
+        self.config.partitions
+    }
+
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::Invalid("an append needs at least one event".into()));
+        }
+        let partition = partition_of(&request.stream, self.config.partitions);
+        // Build envelopes before taking the lock; only the version is filled in inside.
+        let mut envelopes: Vec<Envelope> = request
+            .events
+            .iter()
+            .map(|e| e.to_envelope(&request.stream, 0))
+            .collect();
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let now = Instant::now();
+        if let Some(idem) = &request.idempotency {
+            let k = (request.stream.clone(), idem.key.clone());
+            if let Some(prev) = inner.idempotency.get(&k).filter(|p| p.expires > now) {
+                if prev.fingerprint != idem.fingerprint {
+                    return Err(StoreError::IdempotencyKeyReused {
+                        key: idem.key.clone(),
+                    });
+                }
+                let mut result = prev.result.clone();
+                result.replayed = true;
+                return Ok(result);
+            }
+        }
+        let current = inner
+            .streams
+            .get(&request.stream)
+            .map_or(0, |s| s.entries.len() as u64);
+        if !request.expected.matches(current) {
+            return Err(StoreError::Conflict {
+                stream: request.stream,
+                expected: request.expected,
+                actual: current,
+            });
+        }
+        let log = &mut inner.logs[partition as usize];
+        let stream = inner.streams.entry(request.stream.clone()).or_default();
+        let mut positions = Vec::with_capacity(envelopes.len());
+        for (i, mut env) in envelopes.drain(..).enumerate() {
+            env.version = current + 1 + i as u64;
+            let id = next_id(log.last().map(|e| e.id));
+            stream.entries.push(log.len());
+            log.push(Entry {
+                id,
+                envelope: Arc::new(env),
+            });
+            positions.push(Position::new(partition, id));
+        }
+        let result = AppendResult {
+            stream: request.stream,
+            first_version: current + 1,
+            last_version: current + positions.len() as u64,
+            positions,
+            replayed: false,
+        };
+        if let Some(idem) = request.idempotency {
+            let retention = self.config.idempotency_retention;
+            inner.idempotency.insert(
+                (result.stream.clone(), idem.key),
+                Idem {
+                    fingerprint: idem.fingerprint,
+                    result: result.clone(),
+                    expires: now + retention,
+                },
+            );
+            inner.appends_since_sweep += 1;
+            if inner.appends_since_sweep > 10_000 {
+                inner.appends_since_sweep = 0;
+                inner.idempotency.retain(|_, v| v.expires > now);
+            }
+        }
+        self.shared.appended.notify_waiters();
+        Ok(result)
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .streams
+            .get(stream)
+            .map_or(0, |s| s.entries.len() as u64))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        let Some(s) = inner.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let partition = partition_of(stream, self.config.partitions);
+        let log = &inner.logs[partition as usize];
+        let start = from_version.max(1) as usize - 1;
+        s.entries
+            .iter()
+            .skip(start)
+            .take(limit)
+            .map(|&i| recorded(partition, &log[i]))
+            .collect()
+    }
+
+    async fn read_partition(
+        &self,
+        partition: u32,
+        after: LogId,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        let log = inner.logs.get(partition as usize).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "partition {partition} does not exist (store has {})",
+                self.config.partitions
+            ))
+        })?;
+        let start = log.partition_point(|e| e.id <= after);
+        log[start..]
+            .iter()
+            .take(limit)
+            .map(|e| recorded(partition, e))
+            .collect()
+    }
+
+    async fn head(&self) -> Result<Cursor, StoreError> {
+        let inner = self.lock();
+        Ok(Cursor::from_ids(
+            inner
+                .logs
+                .iter()
+                .map(|l| l.last().map_or(LogId::ZERO, |e| e.id))
+                .collect(),
+        ))
+    }
+
+    async fn tail(&self, from: Cursor) -> Result<EventStream, StoreError> {
+        // The tail reads batches under the lock and sleeps on a notification when caught
+        // up: no per-event task, and a slow consumer only delays itself.
+        let shared = self.shared.clone();
+        let stream = futures::stream::unfold(
+            (from, Vec::<Result<RecordedEvent, StoreError>>::new(), shared),
+            |(mut cursor, mut buf, shared)| async move {
+                loop {
+                    if let Some(item) = buf.pop() {
+                        if let Ok(ev) = &item {
+                            cursor.advance(ev.position);
+                        }
+                        return Some((item, (cursor, buf, shared)));
+                    }
+                    let notified = shared.appended.notified();
+                    tokio::pin!(notified);
+                    // Register before reading so an append between read and wait is seen.
+                    notified.as_mut().enable();
+                    let mut batch = shared.read_after(&cursor, 1000);
+                    if batch.is_empty() {
+                        let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
+                        continue;
+                    }
+                    batch.reverse();
+                    buf = batch;
+                }
+            },
+        );
+        Ok(Box::pin(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_monotonic_within_a_millisecond() {
+        let a = next_id(None);
+        let b = next_id(Some(a));
+        assert!(b > a);
+        let future = LogId::new(a.ms + 10_000, 3);
+        assert_eq!(next_id(Some(future)), LogId::new(a.ms + 10_000, 4));
+    }
+}

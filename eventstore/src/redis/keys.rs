@@ -1,0 +1,71 @@
+//! The Redis key layout of the event store (documented in README.md).
+//!
+//! ```text
+//! <prefix>:meta                         hash: partitions, layout
+//! <prefix>:{p<N>}:log                   stream: the partition log; entry id = position; field `event`
+//! <prefix>:{p<N>}:versions              hash: stream name -> current version (authoritative)
+//! <prefix>:{p<N>}:h:<stream>            list: log entry id of each version (index = version - 1)
+//! <prefix>:{p<N>}:idem:<stream>:<key>   string with TTL: "<fingerprint>\n<first> <last> <ids>"
+//! ```
+//! The envelope is stored once, in the partition log; a stream's history is only the list of
+//! its entry ids (~17 bytes per event), which is what keeps memory per event low.
+
+/// Key builder for one store prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The store's prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>:meta`.
+    pub fn meta(&self) -> String {
+        format!("{}:meta", self.prefix)
+    }
+
+    /// `<prefix>:{p<N>}:log`.
+    pub fn log(&self, partition: u32) -> String {
+        format!("{}:{{p{partition}}}:log", self.prefix)
+    }
+
+    /// `<prefix>:{p<N>}:versions`.
+    pub fn versions(&self, partition: u32) -> String {
+        format!("{}:{{p{partition}}}:versions", self.prefix)
+    }
+
+    /// `<prefix>:{p<N>}:h:<stream>`.
+    pub fn history(&self, partition: u32, stream: &str) -> String {
+        format!("{}:{{p{partition}}}:h:{stream}", self.prefix)
+    }
+
+    /// `<prefix>:{p<N>}:idem:<stream>:<key>`.
+    pub fn idempotency(&self, partition: u32, stream: &str, key: &str) -> String {
+        format!("{}:{{p{partition}}}:idem:{stream}:{key}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_partition_key_carries_the_hash_tag() {
+        let k = Keys::new("js");
+        assert_eq!(k.log(7), "js:{p7}:log");
+        assert_eq!(k.versions(7), "js:{p7}:versions");
+        assert_eq!(k.history(7, "job-1"), "js:{p7}:h:job-1");
+        assert_eq!(k.idempotency(7, "job-1", "k"), "js:{p7}:idem:job-1:k");
+        assert_eq!(k.meta(), "js:meta");
+    }
+}

@@ -1,0 +1,104 @@
+//! The [`EventStore`] trait: the one interface both backends implement.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::append::{AppendRequest, AppendResult};
+use crate::envelope::RecordedEvent;
+use crate::error::StoreError;
+use crate::partition;
+use crate::position::{Cursor, LogId, Offset};
+
+/// A live stream of events from a [`EventStore::tail`].
+pub type EventStream = BoxStream<'static, Result<RecordedEvent, StoreError>>;
+
+/// A partitioned, versioned event store.
+///
+/// Semantics every backend honours (checked by the shared conformance suite):
+/// - appends are atomic per call (all events or none) and check the expected version
+///   against the stream's authoritative version counter;
+/// - versions are 1-based and contiguous within a stream;
+/// - each partition log is totally ordered by [`LogId`], and a stream lives in exactly one
+///   partition, so a stream's events appear in its partition log in version order;
+/// - an idempotency key seen before returns the original result and appends nothing.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Number of partitions (fixed for the life of the store).
+    fn partitions(&self) -> u32;
+
+    /// The partition `stream` lives in.
+    fn partition_of(&self, stream: &str) -> u32 {
+        partition::partition_of(stream, self.partitions())
+    }
+
+    /// Appends events atomically.
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError>;
+
+    /// Current version of `stream` (0 when it does not exist).
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError>;
+
+    /// Reads up to `limit` events of `stream` starting at version `from_version` (1-based).
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads up to `limit` events of partition `partition` strictly after `after`.
+    async fn read_partition(
+        &self,
+        partition: u32,
+        after: LogId,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The last log id of every partition (`0-0` for an empty one).
+    async fn head(&self) -> Result<Cursor, StoreError>;
+
+    /// Resolves an offset into a cursor (`end` is resolved against the current head).
+    async fn resolve(&self, offset: &Offset) -> Result<Cursor, StoreError> {
+        let p = self.partitions();
+        match offset {
+            Offset::Start => Ok(Cursor::start(p)),
+            Offset::End => self.head().await,
+            Offset::Timestamp(t) => {
+                let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
+                Ok(Cursor::from_ids(vec![LogId::just_before_ms(ms); p as usize]))
+            }
+            Offset::Positions(ps) => {
+                let mut cursor = Cursor::start(p);
+                for pos in ps {
+                    if pos.partition >= p {
+                        return Err(StoreError::Invalid(format!(
+                            "position {pos} names partition {} but the store has {p} partitions",
+                            pos.partition
+                        )));
+                    }
+                    cursor.advance(*pos);
+                }
+                Ok(cursor)
+            }
+        }
+    }
+
+    /// Follows every partition from `from`, yielding events as they are appended.
+    ///
+    /// Within a partition, events arrive in log order. The stream ends only when dropped.
+    async fn tail(&self, from: Cursor) -> Result<EventStream, StoreError>;
+
+    /// Reads a whole stream (convenience over [`EventStore::read_stream`]).
+    async fn read_stream_all(&self, stream: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut out = Vec::new();
+        loop {
+            let batch = self
+                .read_stream(stream, out.len() as u64 + 1, 1000)
+                .await?;
+            let n = batch.len();
+            out.extend(batch);
+            if n < 1000 {
+                return Ok(out);
+            }
+        }
+    }
+}
