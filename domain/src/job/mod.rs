@@ -1,0 +1,14 @@
+//! The `Job` aggregate: one unit of work from submission to a terminal status.
+
+mod command;
+mod event;
+mod state;
+
+pub use command::{
+    AssignJob, CancelJob, CompleteJob, FailJob, JobCommand, ReportProgress, SubmitJob,
+};
+pub use event::{JobError, JobEvent, JobSubmitted, Requirements};
+pub use state::{Job, JobStatus};
+
+#[cfg(test)]
+mod tests;
