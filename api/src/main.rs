@@ -1,1 +1,56 @@
-fn main() {}
+//! The `jobsource` binary: command-line entry point.
+
+use clap::{Parser, Subcommand};
+use jobsource_api::bench;
+
+// mimalloc: the event path allocates many small buffers (envelopes, JSON); glibc malloc
+// spent a quarter of the in-memory append profile in malloc/free.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// jobsource: an event-sourced job and workflow core.
+#[derive(Debug, Parser)]
+#[command(name = "jobsource", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Benchmarks; each prints a table and, as its last line, JSON.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Concurrent job lifecycles appended through the EventStore API.
+    Append(bench::append::AppendArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("JOBSOURCE_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Bench { which } => match which {
+            BenchCommand::Append(args) => bench::append::run(args).await,
+        },
+    }
+}

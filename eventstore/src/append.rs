@@ -92,7 +92,11 @@ pub struct AppendRequest {
 
 impl AppendRequest {
     /// An append without idempotency key.
-    pub fn new(stream: impl Into<String>, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+    pub fn new(
+        stream: impl Into<String>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Self {
         AppendRequest {
             stream: stream.into(),
             expected,

@@ -102,6 +102,25 @@ impl NewEvent {
         self
     }
 
+    /// Consumes the event into its envelope at `stream`/`version` (no copies of the payload).
+    pub fn into_envelope(self, stream: &str, version: u64) -> Envelope {
+        let correlation_id = self
+            .correlation_id
+            .unwrap_or_else(|| self.event_id.to_string());
+        Envelope {
+            event_id: self.event_id,
+            stream: stream.to_owned(),
+            version,
+            event_type: self.event_type,
+            schema: self.schema,
+            occurred_at: self.occurred_at,
+            correlation_id,
+            causation_id: self.causation_id,
+            metadata: self.metadata,
+            data: self.data,
+        }
+    }
+
     /// The envelope this event becomes at `stream`/`version`.
     pub fn to_envelope(&self, stream: &str, version: u64) -> Envelope {
         Envelope {

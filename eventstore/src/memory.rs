@@ -146,16 +146,17 @@ impl EventStore for MemoryStore {
         self.config.partitions
     }
 
-    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+    async fn append(&self, mut request: AppendRequest) -> Result<AppendResult, StoreError> {
         if request.events.is_empty() {
-            return Err(StoreError::Invalid("an append needs at least one event".into()));
+            return Err(StoreError::Invalid(
+                "an append needs at least one event".into(),
+            ));
         }
         let partition = partition_of(&request.stream, self.config.partitions);
         // Build envelopes before taking the lock; only the version is filled in inside.
-        let mut envelopes: Vec<Envelope> = request
-            .events
-            .iter()
-            .map(|e| e.to_envelope(&request.stream, 0))
+        let mut envelopes: Vec<Envelope> = std::mem::take(&mut request.events)
+            .into_iter()
+            .map(|e| e.into_envelope(&request.stream, 0))
             .collect();
         let mut inner = self.lock();
         let inner = &mut *inner;
@@ -290,7 +291,11 @@ impl EventStore for MemoryStore {
         // up: no per-event task, and a slow consumer only delays itself.
         let shared = self.shared.clone();
         let stream = futures::stream::unfold(
-            (from, Vec::<Result<RecordedEvent, StoreError>>::new(), shared),
+            (
+                from,
+                Vec::<Result<RecordedEvent, StoreError>>::new(),
+                shared,
+            ),
             |(mut cursor, mut buf, shared)| async move {
                 loop {
                     if let Some(item) = buf.pop() {

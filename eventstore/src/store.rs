@@ -64,7 +64,10 @@ pub trait EventStore: Send + Sync + 'static {
             Offset::End => self.head().await,
             Offset::Timestamp(t) => {
                 let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
-                Ok(Cursor::from_ids(vec![LogId::just_before_ms(ms); p as usize]))
+                Ok(Cursor::from_ids(vec![
+                    LogId::just_before_ms(ms);
+                    p as usize
+                ]))
             }
             Offset::Positions(ps) => {
                 let mut cursor = Cursor::start(p);
@@ -91,9 +94,7 @@ pub trait EventStore: Send + Sync + 'static {
     async fn read_stream_all(&self, stream: &str) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut out = Vec::new();
         loop {
-            let batch = self
-                .read_stream(stream, out.len() as u64 + 1, 1000)
-                .await?;
+            let batch = self.read_stream(stream, out.len() as u64 + 1, 1000).await?;
             let n = batch.len();
             out.extend(batch);
             if n < 1000 {

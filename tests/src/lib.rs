@@ -1,1 +1,22 @@
-//! placeholder
+//! Test harness shared by the cross-crate integration tests (`tests/tests/*.rs`).
+//!
+//! Every test isolates itself (see `scripts/test` and the project charter):
+//!
+//! - **Redis**: a unique key prefix per test ([`unique_prefix`]), whose keys the test
+//!   deletes at the end with [`cleanup_prefix`].
+//! - **PostgreSQL**: a fresh database per test ([`TestDatabase::create`]), dropped at the
+//!   end with [`TestDatabase::drop_db`] (a best-effort drop also runs when the value is
+//!   dropped without it, e.g. when the test panics).
+//! - **Servers**: the shared servers named by `REDIS_URL` / `DATABASE_URL` (which
+//!   `scripts/test` exports) are never stopped. A test that kills or restarts Redis starts
+//!   its own [`PrivateRedis`].
+
+pub mod db;
+pub mod env;
+pub mod prefix;
+pub mod redis_server;
+
+pub use db::TestDatabase;
+pub use env::{database_url, redis_url, DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL};
+pub use prefix::{cleanup_prefix, redis_connection, unique_prefix};
+pub use redis_server::{free_port, PrivateRedis};

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jobsource_eventstore::{
-    AppendRequest, EventStore, ExpectedVersion, Idempotency, LogId, MemoryStore, NewEvent,
-    Offset, RedisStore, StoreConfig, StoreError,
+    AppendRequest, EventStore, ExpectedVersion, Idempotency, LogId, MemoryStore, NewEvent, Offset,
+    RedisStore, StoreConfig, StoreError,
 };
 use serde_json::json;
 
@@ -28,7 +28,11 @@ fn stream_name(tag: &str) -> String {
 
 async fn append_one(store: &Store, stream: &str, expected: ExpectedVersion, n: u64) -> u64 {
     store
-        .append(AppendRequest::new(stream, expected, vec![ev("job_progress", n)]))
+        .append(AppendRequest::new(
+            stream,
+            expected,
+            vec![ev("job_progress", n)],
+        ))
         .await
         .expect("append")
         .last_version
@@ -41,7 +45,11 @@ async fn conflict_reports_expected_and_actual(store: Store) {
     append_one(&store, &s, ExpectedVersion::NoStream, 1).await;
     append_one(&store, &s, ExpectedVersion::Exact(1), 2).await;
     let err = store
-        .append(AppendRequest::new(&s, ExpectedVersion::Exact(1), vec![ev("x", 3)]))
+        .append(AppendRequest::new(
+            &s,
+            ExpectedVersion::Exact(1),
+            vec![ev("x", 3)],
+        ))
         .await
         .unwrap_err();
     match err {
@@ -64,22 +72,39 @@ async fn expected_version_kinds(store: Store) {
     // Exact(0) on a missing stream is the same as NoStream.
     assert!(matches!(
         store
-            .append(AppendRequest::new(&s, ExpectedVersion::Exact(3), vec![ev("x", 0)]))
+            .append(AppendRequest::new(
+                &s,
+                ExpectedVersion::Exact(3),
+                vec![ev("x", 0)]
+            ))
             .await,
         Err(StoreError::Conflict { actual: 0, .. })
     ));
-    assert_eq!(append_one(&store, &s, ExpectedVersion::NoStream, 1).await, 1);
+    assert_eq!(
+        append_one(&store, &s, ExpectedVersion::NoStream, 1).await,
+        1
+    );
     assert!(matches!(
         store
-            .append(AppendRequest::new(&s, ExpectedVersion::NoStream, vec![ev("x", 0)]))
+            .append(AppendRequest::new(
+                &s,
+                ExpectedVersion::NoStream,
+                vec![ev("x", 0)]
+            ))
             .await,
         Err(StoreError::Conflict { actual: 1, .. })
     ));
     assert_eq!(append_one(&store, &s, ExpectedVersion::Any, 2).await, 2);
-    assert_eq!(append_one(&store, &s, ExpectedVersion::Exact(2), 3).await, 3);
+    assert_eq!(
+        append_one(&store, &s, ExpectedVersion::Exact(2), 3).await,
+        3
+    );
     let s2 = stream_name("k2");
     assert_eq!(append_one(&store, &s2, ExpectedVersion::Any, 1).await, 1);
-    assert_eq!(append_one(&store, &s2, ExpectedVersion::Exact(1), 1).await, 2);
+    assert_eq!(
+        append_one(&store, &s2, ExpectedVersion::Exact(1), 1).await,
+        2
+    );
     assert_eq!(store.stream_version("job-missing").await.unwrap(), 0);
 }
 
@@ -108,7 +133,10 @@ async fn multi_event_append_is_atomic(store: Store) {
     assert!(matches!(err, Err(StoreError::Conflict { actual: 3, .. })));
     assert_eq!(store.head().await.unwrap(), head_before);
     let events = store.read_stream_all(&s).await.unwrap();
-    let types: Vec<_> = events.iter().map(|e| e.envelope.event_type.as_str()).collect();
+    let types: Vec<_> = events
+        .iter()
+        .map(|e| e.envelope.event_type.as_str())
+        .collect();
     assert_eq!(types, ["a", "b", "c"]);
     let versions: Vec<_> = events.iter().map(|e| e.envelope.version).collect();
     assert_eq!(versions, [1, 2, 3]);
@@ -126,13 +154,19 @@ async fn idempotency_same_and_different_request(store: Store) {
     let events = vec![ev("job_submitted_like", 1), ev("second", 2)];
     let key = Idempotency::for_events("key-1", &events);
     let first = store
-        .append(AppendRequest::new(&s, ExpectedVersion::NoStream, events.clone()).with_idempotency(key.clone()))
+        .append(
+            AppendRequest::new(&s, ExpectedVersion::NoStream, events.clone())
+                .with_idempotency(key.clone()),
+        )
         .await
         .unwrap();
     assert!(!first.replayed);
     // Same key, same request (even with a now-stale expectation): original result, nothing new.
     let again = store
-        .append(AppendRequest::new(&s, ExpectedVersion::NoStream, events.clone()).with_idempotency(key.clone()))
+        .append(
+            AppendRequest::new(&s, ExpectedVersion::NoStream, events.clone())
+                .with_idempotency(key.clone()),
+        )
         .await
         .unwrap();
     assert!(again.replayed);
@@ -142,7 +176,10 @@ async fn idempotency_same_and_different_request(store: Store) {
     // Same key, different request: a distinct error, nothing appended.
     let other = Idempotency::for_events("key-1", &[ev("different", 9)]);
     let err = store
-        .append(AppendRequest::new(&s, ExpectedVersion::Any, vec![ev("different", 9)]).with_idempotency(other))
+        .append(
+            AppendRequest::new(&s, ExpectedVersion::Any, vec![ev("different", 9)])
+                .with_idempotency(other),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::IdempotencyKeyReused { ref key } if key == "key-1"));
@@ -150,7 +187,10 @@ async fn idempotency_same_and_different_request(store: Store) {
     // Another key appends normally.
     let k2 = Idempotency::for_events("key-2", &[ev("third", 3)]);
     let r = store
-        .append(AppendRequest::new(&s, ExpectedVersion::Exact(2), vec![ev("third", 3)]).with_idempotency(k2))
+        .append(
+            AppendRequest::new(&s, ExpectedVersion::Exact(2), vec![ev("third", 3)])
+                .with_idempotency(k2),
+        )
         .await
         .unwrap();
     assert_eq!(r.last_version, 3);
@@ -169,9 +209,16 @@ async fn read_stream_from_a_version(store: Store) {
     assert_eq!(from3[0].envelope.data, json!({"n": 3}));
     assert_eq!(from3[0].envelope.stream, s);
     let two = store.read_stream(&s, 2, 2).await.unwrap();
-    assert_eq!(two.iter().map(|e| e.envelope.version).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(
+        two.iter().map(|e| e.envelope.version).collect::<Vec<_>>(),
+        [2, 3]
+    );
     assert!(store.read_stream(&s, 6, 10).await.unwrap().is_empty());
-    assert!(store.read_stream("job-nothing", 1, 10).await.unwrap().is_empty());
+    assert!(store
+        .read_stream("job-nothing", 1, 10)
+        .await
+        .unwrap()
+        .is_empty());
     // Positions from the stream read match the partition log.
     let p = store.partition_of(&s);
     assert!(from3.iter().all(|e| e.position.partition == p));
@@ -184,7 +231,11 @@ async fn read_partition_from_a_position_in_batches(store: Store) {
     let mut written = Vec::new();
     for n in 1..=7 {
         let r = store
-            .append(AppendRequest::new(&s, ExpectedVersion::Any, vec![ev("x", n)]))
+            .append(AppendRequest::new(
+                &s,
+                ExpectedVersion::Any,
+                vec![ev("x", n)],
+            ))
             .await
             .unwrap();
         written.push(r.positions[0]);
@@ -221,7 +272,11 @@ async fn offsets_resolve(store: Store) {
     let t = chrono::Utc::now();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let later = store
-        .append(AppendRequest::new(&s, ExpectedVersion::Any, vec![ev("x", 2)]))
+        .append(AppendRequest::new(
+            &s,
+            ExpectedVersion::Any,
+            vec![ev("x", 2)],
+        ))
         .await
         .unwrap();
     let p = store.partition_of(&s);
@@ -232,7 +287,11 @@ async fn offsets_resolve(store: Store) {
     assert_eq!(after_t[0].position, later.positions[0]);
     // `end` yields nothing until a new append.
     let end = store.resolve(&"end".parse().unwrap()).await.unwrap();
-    assert!(store.read_partition(p, end.after(p), 10).await.unwrap().is_empty());
+    assert!(store
+        .read_partition(p, end.after(p), 10)
+        .await
+        .unwrap()
+        .is_empty());
     // Explicit positions round-trip through text.
     let text = end.to_string();
     let again = store.resolve(&text.parse().unwrap()).await.unwrap();
@@ -240,7 +299,10 @@ async fn offsets_resolve(store: Store) {
     let start = store.resolve(&Offset::Start).await.unwrap();
     assert_eq!(start.after(p), LogId::ZERO);
     let bad: Offset = format!("{}@1-0", PARTITIONS + 3).parse().unwrap();
-    assert!(matches!(store.resolve(&bad).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        store.resolve(&bad).await,
+        Err(StoreError::Invalid(_))
+    ));
 }
 
 async fn live_tail_sees_new_events(store: Store) {
@@ -362,7 +424,11 @@ async fn old_schemas_are_upcast_on_read(store: Store) {
     assert_eq!(read[0].envelope.data["type"], "upscale");
     assert_eq!(read[0].envelope.data["status"], "pending");
     let logged = store
-        .read_partition(r.positions[0].partition, LogId::just_before_ms(r.positions[0].id.ms), 1000)
+        .read_partition(
+            r.positions[0].partition,
+            LogId::just_before_ms(r.positions[0].id.ms),
+            1000,
+        )
         .await
         .unwrap();
     let mine = logged.iter().find(|e| e.envelope.stream == s).unwrap();
@@ -401,7 +467,10 @@ fn redis_url() -> String {
 }
 
 fn test_prefix(name: &str) -> String {
-    format!("t:{name}:{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "t:{name}:{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 fn config(prefix: String) -> StoreConfig {
@@ -421,7 +490,11 @@ async fn delete_prefix(prefix: &str) {
         .await
         .unwrap();
     if !keys.is_empty() {
-        let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
 }
 
@@ -471,11 +544,17 @@ conformance!(
 #[tokio::test]
 async fn redis_corrupted_log_entry_is_a_typed_decode_error() {
     let prefix = test_prefix("corrupt");
-    let store = RedisStore::connect(&redis_url(), config(prefix.clone())).await.unwrap();
+    let store = RedisStore::connect(&redis_url(), config(prefix.clone()))
+        .await
+        .unwrap();
     let s = stream_name("x");
     let p = store.partition_of(&s);
     store
-        .append(AppendRequest::new(&s, ExpectedVersion::Any, vec![ev("ok", 1)]))
+        .append(AppendRequest::new(
+            &s,
+            ExpectedVersion::Any,
+            vec![ev("ok", 1)],
+        ))
         .await
         .unwrap();
     let mut conn = store.connection();
@@ -507,7 +586,10 @@ async fn redis_corrupted_log_entry_is_a_typed_decode_error() {
         Err(StoreError::Decode(_))
     ));
     // The tail reports the corruption as an error item instead of panicking.
-    let mut tail = store.tail(jobsource_eventstore::Cursor::start(PARTITIONS)).await.unwrap();
+    let mut tail = store
+        .tail(jobsource_eventstore::Cursor::start(PARTITIONS))
+        .await
+        .unwrap();
     let mut saw_error = false;
     while let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(3), tail.next()).await {
         if item.is_err() {
@@ -529,13 +611,18 @@ async fn redis_unreachable_names_the_url() {
     let text = err.to_string();
     assert!(err.is_unavailable(), "{err:?}");
     assert!(text.contains("127.0.0.1:1"), "{text}");
-    assert!(!text.contains("secret"), "credentials must not leak: {text}");
+    assert!(
+        !text.contains("secret"),
+        "credentials must not leak: {text}"
+    );
 }
 
 #[tokio::test]
 async fn redis_refuses_a_different_partition_count() {
     let prefix = test_prefix("parts");
-    RedisStore::connect(&redis_url(), config(prefix.clone())).await.unwrap();
+    RedisStore::connect(&redis_url(), config(prefix.clone()))
+        .await
+        .unwrap();
     let other = StoreConfig {
         partitions: PARTITIONS * 2,
         ..config(prefix.clone())
@@ -555,10 +642,16 @@ async fn redis_refuses_a_different_partition_count() {
 #[tokio::test]
 async fn redis_history_is_compact_not_a_stream_per_aggregate() {
     let prefix = test_prefix("layout");
-    let store = RedisStore::connect(&redis_url(), config(prefix.clone())).await.unwrap();
+    let store = RedisStore::connect(&redis_url(), config(prefix.clone()))
+        .await
+        .unwrap();
     let s = stream_name("l");
     store
-        .append(AppendRequest::new(&s, ExpectedVersion::Any, vec![ev("a", 1), ev("b", 2)]))
+        .append(AppendRequest::new(
+            &s,
+            ExpectedVersion::Any,
+            vec![ev("a", 1), ev("b", 2)],
+        ))
         .await
         .unwrap();
     let mut conn = store.connection();

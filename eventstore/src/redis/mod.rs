@@ -128,11 +128,9 @@ impl RedisStore {
             .hget(&meta, "partitions")
             .await
             .map_err(|e| self.map_err(e))?;
-        let stored: u32 = stored
-            .as_deref()
-            .unwrap_or("0")
-            .parse()
-            .map_err(|_| StoreError::Backend(format!("{meta} has a non-numeric partitions field")))?;
+        let stored: u32 = stored.as_deref().unwrap_or("0").parse().map_err(|_| {
+            StoreError::Backend(format!("{meta} has a non-numeric partitions field"))
+        })?;
         if stored != self.config.partitions {
             return Err(StoreError::PartitionMismatch {
                 prefix: self.config.prefix.clone(),
@@ -187,8 +185,10 @@ impl RedisStore {
                 for k in &keys {
                     pipe.cmd("MEMORY").arg("USAGE").arg(k).arg("SAMPLES").arg(0);
                 }
-                let sizes: Vec<Option<u64>> =
-                    pipe.query_async(&mut conn).await.map_err(|e| self.map_err(e))?;
+                let sizes: Vec<Option<u64>> = pipe
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.map_err(e))?;
                 total += sizes.into_iter().flatten().sum::<u64>();
             }
             if next == 0 {
@@ -201,8 +201,7 @@ impl RedisStore {
 
 /// Maps a client error: connection problems become `Unavailable` naming the URL.
 pub(crate) fn map_redis_error(url: &str, e: redis::RedisError) -> StoreError {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
-    {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         StoreError::Unavailable {
             url: url.to_owned(),
             message: e.to_string(),
@@ -236,12 +235,18 @@ pub(crate) fn decode_entry(partition: u32, entry: &Value) -> Result<RecordedEven
         })
     };
     let Value::Array(parts) = entry else {
-        return Err(bad(format!("partition {partition}"), "log entry is not an array"));
+        return Err(bad(
+            format!("partition {partition}"),
+            "log entry is not an array",
+        ));
     };
     let id_str = parts.first().and_then(string_of).unwrap_or_default();
-    let id: LogId = id_str
-        .parse()
-        .map_err(|_| bad(format!("partition {partition}"), "log entry has no valid id"))?;
+    let id: LogId = id_str.parse().map_err(|_| {
+        bad(
+            format!("partition {partition}"),
+            "log entry has no valid id",
+        )
+    })?;
     let position = Position::new(partition, id);
     let fields = match parts.get(1) {
         Some(Value::Array(f)) => f.as_slice(),
@@ -264,7 +269,9 @@ impl EventStore for RedisStore {
 
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         if request.events.is_empty() {
-            return Err(StoreError::Invalid("an append needs at least one event".into()));
+            return Err(StoreError::Invalid(
+                "an append needs at least one event".into(),
+            ));
         }
         let p = partition_of(&request.stream, self.config.partitions);
         let mut inv = self.append_script.prepare_invoke();
@@ -302,7 +309,10 @@ impl EventStore for RedisStore {
         let unexpected = || StoreError::Backend(format!("unexpected append reply {reply:?}"));
         match reply.first().map(String::as_str) {
             Some("OK") => {
-                let first: u64 = reply.get(1).and_then(|v| v.parse().ok()).ok_or_else(unexpected)?;
+                let first: u64 = reply
+                    .get(1)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(unexpected)?;
                 let positions = reply[2..]
                     .iter()
                     .map(|id| id.parse().map(|id| Position::new(p, id)))
@@ -317,22 +327,28 @@ impl EventStore for RedisStore {
                 })
             }
             Some("CONFLICT") => Err(StoreError::Conflict {
-                actual: reply.get(1).and_then(|v| v.parse().ok()).ok_or_else(unexpected)?,
+                actual: reply
+                    .get(1)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(unexpected)?,
                 stream: request.stream,
                 expected: request.expected,
             }),
             Some("IDEM_MISMATCH") => Err(StoreError::IdempotencyKeyReused {
-                key: request
-                    .idempotency
-                    .map(|i| i.key)
-                    .unwrap_or_default(),
+                key: request.idempotency.map(|i| i.key).unwrap_or_default(),
             }),
             Some("REPLAY") => {
                 // record: "<first> <last> <id>,<id>..."
                 let record = reply.get(1).ok_or_else(unexpected)?;
                 let mut it = record.splitn(3, ' ');
-                let first = it.next().and_then(|v| v.parse().ok()).ok_or_else(unexpected)?;
-                let last = it.next().and_then(|v| v.parse().ok()).ok_or_else(unexpected)?;
+                let first = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(unexpected)?;
+                let last = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(unexpected)?;
                 let positions = it
                     .next()
                     .unwrap_or("")
@@ -396,10 +412,13 @@ impl EventStore for RedisStore {
                     message: "history holds an invalid log id".into(),
                 })?;
             let position = Position::new(p, id);
-            let json = pair.get(1).filter(|j| !j.is_empty()).ok_or_else(|| DecodeError {
-                at: format!("{at} ({position})"),
-                message: "log entry missing".into(),
-            })?;
+            let json = pair
+                .get(1)
+                .filter(|j| !j.is_empty())
+                .ok_or_else(|| DecodeError {
+                    at: format!("{at} ({position})"),
+                    message: "log entry missing".into(),
+                })?;
             let envelope = codec::decode(json, &position)?;
             out.push(RecordedEvent { position, envelope });
         }
@@ -434,7 +453,9 @@ impl EventStore for RedisStore {
                 .map(|item| decode_entry(partition, item))
                 .collect(),
             Value::Nil => Ok(Vec::new()),
-            other => Err(StoreError::Backend(format!("unexpected XRANGE reply {other:?}"))),
+            other => Err(StoreError::Backend(format!(
+                "unexpected XRANGE reply {other:?}"
+            ))),
         }
     }
 
@@ -449,8 +470,10 @@ impl EventStore for RedisStore {
                 .arg(1);
         }
         let mut conn = self.conn.clone();
-        let replies: Vec<Vec<(String, Value)>> =
-            pipe.query_async(&mut conn).await.map_err(|e| self.map_err(e))?;
+        let replies: Vec<Vec<(String, Value)>> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.map_err(e))?;
         let ids = replies
             .iter()
             .map(|r| {

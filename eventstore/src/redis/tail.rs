@@ -26,7 +26,9 @@ pub(super) async fn spawn(store: RedisStore, from: Cursor) -> Result<EventStream
     // Connect once up front so a bad URL surfaces to the caller instead of the stream.
     let conn = connect(&store).await?;
     tokio::spawn(run(store, from, conn, tx));
-    Ok(Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx))))
+    Ok(Box::pin(futures::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+    })))
 }
 
 async fn connect(store: &RedisStore) -> Result<redis::aio::MultiplexedConnection, StoreError> {
