@@ -7,3 +7,6 @@ mod state;
 pub use command::{CreateWorkflow, StepSpec, WorkflowCommand, MAX_STEPS};
 pub use event::{StepDetail, WorkflowCreated, WorkflowEvent};
 pub use state::{StepStatus, Workflow, WorkflowStatus};
+
+#[cfg(test)]
+mod tests;
