@@ -6,7 +6,9 @@
 -- KEYS[3] partition log   <prefix>:{p<N>}:log        stream, one field `event` = envelope JSON
 -- KEYS[4] (optional)      <prefix>:{p<N>}:idem:<stream>:<key>
 -- ARGV: stream, expected kind (any|none|exact), expected version, fingerprint,
---       retention ms, event count n, then n pairs (envelope head, envelope tail).
+--       retention ms, event count n, mode, then the events:
+--       mode 'j': n complete envelopes (the caller knew the versions: none/exact);
+--       mode 's': n pairs (envelope head, envelope tail), the version goes between them.
 -- Replies (all strings):
 --   {'OK', first_version, id...}     appended
 --   {'CONFLICT', actual_version}     expected version mismatch, nothing written
@@ -31,9 +33,15 @@ if (kind == 'none' and current ~= 0) or (kind == 'exact' and current ~= tonumber
   return {'CONFLICT', tostring(current)}
 end
 local ids = {}
-for i = 1, n do
-  local env = ARGV[5 + 2 * i] .. tostring(current + i) .. ARGV[6 + 2 * i]
-  ids[i] = redis.call('XADD', KEYS[3], '*', 'event', env)
+if ARGV[7] == 'j' then
+  for i = 1, n do
+    ids[i] = redis.call('XADD', KEYS[3], '*', 'event', ARGV[7 + i])
+  end
+else
+  for i = 1, n do
+    local env = ARGV[6 + 2 * i] .. tostring(current + i) .. ARGV[7 + 2 * i]
+    ids[i] = redis.call('XADD', KEYS[3], '*', 'event', env)
+  end
 end
 redis.call('RPUSH', KEYS[2], unpack(ids))
 redis.call('HSET', KEYS[1], stream, tostring(current + n))

@@ -297,9 +297,24 @@ impl EventStore for RedisStore {
             )
             .arg(self.config.idempotency_retention.as_millis() as u64)
             .arg(request.events.len());
-        for e in &request.events {
-            let split = codec::encode_split(&request.stream, e);
-            inv.arg(split.head).arg(split.tail);
+        match request.expected {
+            // The version of every event is known unless the caller said Any (a mismatch
+            // is refused by the script before anything is written), so the envelope is
+            // sent whole and the script does no string building.
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(_) => {
+                inv.arg("j");
+                for (i, e) in request.events.iter().enumerate() {
+                    let split = codec::encode_split(&request.stream, e);
+                    inv.arg(split.join(n + 1 + i as u64));
+                }
+            }
+            ExpectedVersion::Any => {
+                inv.arg("s");
+                for e in &request.events {
+                    let split = codec::encode_split(&request.stream, e);
+                    inv.arg(split.head).arg(split.tail);
+                }
+            }
         }
         let mut conn = self.conn.clone();
         let reply: Vec<String> = inv
