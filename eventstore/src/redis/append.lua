@@ -1,7 +1,7 @@
 -- jobsource atomic append. One call per command; every key is in KEYS and all of them
 -- carry the partition's hash tag {p<N>}, so this runs unchanged on Redis Cluster.
 --
--- KEYS[1] versions hash   <prefix>:{p<N>}:versions   field = stream, value = version
+-- KEYS[1] versions hash   <prefix>:{p<N>}:v:<bucket> field = stream, value = version
 -- KEYS[2] stream history  <prefix>:{p<N>}:h:<stream> list of log entry ids (index = version-1)
 -- KEYS[3] partition log   <prefix>:{p<N>}:log        stream, one field `event` = envelope JSON
 -- KEYS[4] (optional)      <prefix>:{p<N>}:idem:<stream>:<key>

@@ -30,7 +30,7 @@ use crate::store::{EventStore, EventStream};
 const APPEND_LUA: &str = include_str!("append.lua");
 const READ_STREAM_LUA: &str = include_str!("read_stream.lua");
 /// Layout version recorded in `<prefix>:meta`, so a future layout change can be detected.
-const LAYOUT: &str = "1";
+const LAYOUT: &str = "2";
 
 /// The Redis event store.
 #[derive(Clone)]
@@ -131,6 +131,17 @@ impl RedisStore {
         let stored: u32 = stored.as_deref().unwrap_or("0").parse().map_err(|_| {
             StoreError::Backend(format!("{meta} has a non-numeric partitions field"))
         })?;
+        let layout: Option<String> = conn
+            .hget(&meta, "layout")
+            .await
+            .map_err(|e| self.map_err(e))?;
+        if layout.as_deref() != Some(LAYOUT) {
+            return Err(StoreError::Backend(format!(
+                "{meta} records key layout {:?} but this build uses layout {LAYOUT}; \
+                 use another JOBSOURCE_PREFIX",
+                layout.unwrap_or_default()
+            )));
+        }
         if stored != self.config.partitions {
             return Err(StoreError::PartitionMismatch {
                 prefix: self.config.prefix.clone(),
@@ -275,7 +286,7 @@ impl EventStore for RedisStore {
         }
         let p = partition_of(&request.stream, self.config.partitions);
         let mut inv = self.append_script.prepare_invoke();
-        inv.key(self.keys.versions(p))
+        inv.key(self.keys.versions(p, &request.stream))
             .key(self.keys.history(p, &request.stream))
             .key(self.keys.log(p));
         if let Some(idem) = &request.idempotency {
@@ -387,7 +398,7 @@ impl EventStore for RedisStore {
         let p = partition_of(stream, self.config.partitions);
         let mut conn = self.conn.clone();
         let v: Option<u64> = conn
-            .hget(self.keys.versions(p), stream)
+            .hget(self.keys.versions(p, stream), stream)
             .await
             .map_err(|e| self.map_err(e))?;
         Ok(v.unwrap_or(0))
