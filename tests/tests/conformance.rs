@@ -670,3 +670,25 @@ async fn redis_history_is_compact_not_a_stream_per_aggregate() {
     assert_eq!(log_len, 2);
     delete_prefix(&prefix).await;
 }
+
+#[tokio::test]
+async fn redis_refuses_a_store_with_another_key_layout() {
+    let prefix = test_prefix("layout-v");
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}:meta"))
+        .arg("partitions")
+        .arg(PARTITIONS)
+        .arg("layout")
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = match RedisStore::connect(&redis_url(), config(prefix.clone())).await {
+        Err(e) => e,
+        Ok(_) => panic!("an older key layout must be refused"),
+    };
+    assert!(err.to_string().contains("layout"), "{err}");
+    delete_prefix(&prefix).await;
+}
