@@ -290,19 +290,29 @@ impl EventStore for MemoryStore {
         // The tail reads batches under the lock and sleeps on a notification when caught
         // up: no per-event task, and a slow consumer only delays itself.
         let shared = self.shared.clone();
+        // After an undecodable entry the stream yields the error and ends, like the Redis
+        // tail: moving on past it would skip an event silently.
         let stream = futures::stream::unfold(
             (
                 from,
                 Vec::<Result<RecordedEvent, StoreError>>::new(),
                 shared,
+                false,
             ),
-            |(mut cursor, mut buf, shared)| async move {
+            |(mut cursor, mut buf, shared, stopped)| async move {
+                if stopped {
+                    return None;
+                }
                 loop {
                     if let Some(item) = buf.pop() {
-                        if let Ok(ev) = &item {
-                            cursor.advance(ev.position);
-                        }
-                        return Some((item, (cursor, buf, shared)));
+                        let failed = match &item {
+                            Ok(ev) => {
+                                cursor.advance(ev.position);
+                                false
+                            }
+                            Err(_) => true,
+                        };
+                        return Some((item, (cursor, buf, shared, failed)));
                     }
                     let notified = shared.appended.notified();
                     tokio::pin!(notified);
