@@ -223,9 +223,7 @@ impl Workflow {
                 job_id,
                 result,
             } => {
-                let step = self.step(*step_index)?;
-                self.check_job(*step_index, *job_id)?;
-                if matches!(step, StepStatus::Completed | StepStatus::Failed) {
+                if self.step_outcome_recorded(*step_index, *job_id)? {
                     return Ok(vec![]);
                 }
                 if status.is_terminal() {
@@ -267,9 +265,7 @@ impl Workflow {
                 job_id,
                 error,
             } => {
-                let step = self.step(*step_index)?;
-                self.check_job(*step_index, *job_id)?;
-                if matches!(step, StepStatus::Completed | StepStatus::Failed) {
+                if self.step_outcome_recorded(*step_index, *job_id)? {
                     return Ok(vec![]);
                 }
                 if status.is_terminal() {
@@ -313,15 +309,17 @@ impl Workflow {
         })
     }
 
-    fn check_job(&self, step_index: u32, job_id: Uuid) -> Result<(), DomainError> {
-        if self.job_id(step_index) == Some(job_id) {
-            Ok(())
-        } else {
-            Err(DomainError::field(
+    /// Checks that `step_index` exists and belongs to `job_id`; true when its outcome
+    /// (completed or failed) is already recorded, so a re-delivery changes nothing.
+    fn step_outcome_recorded(&self, step_index: u32, job_id: Uuid) -> Result<bool, DomainError> {
+        let step = self.step(step_index)?;
+        if self.job_id(step_index) != Some(job_id) {
+            return Err(DomainError::field(
                 "job_id",
                 format!("job {job_id} is not the job of step {step_index}"),
-            ))
+            ));
         }
+        Ok(matches!(step, StepStatus::Completed | StepStatus::Failed))
     }
 }
 

@@ -222,6 +222,12 @@ pub(crate) fn map_redis_error(url: &str, e: redis::RedisError) -> StoreError {
     }
 }
 
+/// Parses log entry ids returned by the append script into positions of partition `p`.
+fn parse_positions<'a>(p: u32, ids: impl Iterator<Item = &'a str>) -> Option<Vec<Position>> {
+    ids.map(|id| id.parse().ok().map(|id| Position::new(p, id)))
+        .collect()
+}
+
 fn bytes_of(v: &Value) -> Option<&[u8]> {
     match v {
         Value::BulkString(b) => Some(b),
@@ -339,11 +345,8 @@ impl EventStore for RedisStore {
                     .get(1)
                     .and_then(|v| v.parse().ok())
                     .ok_or_else(unexpected)?;
-                let positions = reply[2..]
-                    .iter()
-                    .map(|id| id.parse().map(|id| Position::new(p, id)))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| unexpected())?;
+                let positions = parse_positions(p, reply[2..].iter().map(String::as_str))
+                    .ok_or_else(unexpected)?;
                 Ok(AppendResult {
                     stream: request.stream,
                     first_version: first,
@@ -375,13 +378,8 @@ impl EventStore for RedisStore {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .ok_or_else(unexpected)?;
-                let positions = it
-                    .next()
-                    .unwrap_or("")
-                    .split(',')
-                    .map(|id| id.parse().map(|id| Position::new(p, id)))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| unexpected())?;
+                let positions = parse_positions(p, it.next().unwrap_or("").split(','))
+                    .ok_or_else(unexpected)?;
                 Ok(AppendResult {
                     stream: request.stream,
                     first_version: first,
