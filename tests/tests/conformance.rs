@@ -692,3 +692,48 @@ async fn redis_refuses_a_store_with_another_key_layout() {
     assert!(err.to_string().contains("layout"), "{err}");
     delete_prefix(&prefix).await;
 }
+
+/// Idempotency keys are forgotten after the configured retention.
+async fn idempotency_keys_expire(store: Store) {
+    let s = stream_name("ttl");
+    let first = Idempotency::for_events("k", &[ev("a", 1)]);
+    store
+        .append(
+            AppendRequest::new(&s, ExpectedVersion::Any, vec![ev("a", 1)]).with_idempotency(first),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Past the retention the key is free again: a different request under it appends.
+    let other = Idempotency::for_events("k", &[ev("b", 2)]);
+    let r = store
+        .append(
+            AppendRequest::new(&s, ExpectedVersion::Any, vec![ev("b", 2)]).with_idempotency(other),
+        )
+        .await
+        .unwrap();
+    assert!(!r.replayed);
+    assert_eq!(r.last_version, 2);
+}
+
+fn short_retention(prefix: String) -> StoreConfig {
+    StoreConfig {
+        idempotency_retention: Duration::from_millis(100),
+        ..config(prefix)
+    }
+}
+
+#[tokio::test]
+async fn memory_idempotency_keys_expire() {
+    idempotency_keys_expire(Arc::new(MemoryStore::new(short_retention("mem".into())))).await;
+}
+
+#[tokio::test]
+async fn redis_idempotency_keys_expire() {
+    let prefix = test_prefix("ttl");
+    let store = RedisStore::connect(&redis_url(), short_retention(prefix.clone()))
+        .await
+        .unwrap();
+    idempotency_keys_expire(Arc::new(store)).await;
+    delete_prefix(&prefix).await;
+}
