@@ -312,7 +312,11 @@ impl EventStore for RedisStore {
                     .as_ref()
                     .map_or("", |i| i.fingerprint.as_str()),
             )
-            .arg(self.config.idempotency_retention.as_millis() as u64)
+            .arg(
+                // PX 0 is an error, and an error after the writes would report a failure
+                // for an append that happened: clamp to at least 1 ms.
+                (self.config.idempotency_retention.as_millis() as u64).max(1),
+            )
             .arg(request.events.len());
         match request.expected {
             // The version of every event is known unless the caller said Any (a mismatch
