@@ -18,6 +18,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Apply the PostgreSQL migrations (read models, archive, checkpoints).
+    Migrate {
+        /// PostgreSQL URL.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
     /// Benchmarks; each prints a table and, as its last line, JSON.
     Bench {
         #[command(subcommand)]
@@ -49,6 +55,19 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     let cli = Cli::parse();
     match cli.command {
+        Command::Migrate { database_url } => {
+            jobsource_projections::migrate::migrate_url(&database_url)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "migrating {}: {e}",
+                        jobsource_eventstore::redis::redact_url(&database_url)
+                    )
+                })?;
+            let known = jobsource_projections::migrate::MIGRATOR.iter().count();
+            println!("migrations up to date ({known} known)");
+            Ok(())
+        }
         Command::Bench { which } => match which {
             BenchCommand::Append(args) => bench::append::run(args).await,
         },

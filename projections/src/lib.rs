@@ -1,0 +1,17 @@
+//! jobsource projections: a projector runtime that reads the partition logs from
+//! checkpoints and applies batches to read models, committing rows and checkpoint in one
+//! PostgreSQL transaction, and the read models themselves.
+//!
+//! Today: the runtime, the checkpoints, the migrations and the `archive` projection (the
+//! `events` table). The `redis` and `postgres` read models, rebuilds and the CLI verbs are
+//! the rest of the projections issue.
+
+pub mod archive;
+pub mod checkpoint;
+pub mod error;
+pub mod migrate;
+pub mod runtime;
+
+pub use archive::Archive;
+pub use error::ProjectionError;
+pub use runtime::{catch_up, run_batch, PgProjection};
