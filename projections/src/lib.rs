@@ -10,8 +10,10 @@ pub mod archive;
 pub mod checkpoint;
 pub mod error;
 pub mod migrate;
+pub mod postgres;
 pub mod runtime;
 
 pub use archive::Archive;
 pub use error::ProjectionError;
+pub use postgres::PostgresReadModel;
 pub use runtime::{catch_up, run_batch, PgProjection};
