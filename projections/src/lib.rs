@@ -12,6 +12,7 @@ pub mod error;
 pub mod migrate;
 pub mod postgres;
 pub mod runtime;
+pub mod worker;
 
 pub use archive::Archive;
 pub use error::ProjectionError;
