@@ -1,3 +1,5 @@
-//! jobsource API crate: the `jobsource` binary's commands (for now the benchmarks).
+//! jobsource API crate: the `jobsource` binary's commands (benchmarks, migrate,
+//! projections, events).
 
 pub mod bench;
+pub mod cli;

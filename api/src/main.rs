@@ -1,7 +1,7 @@
 //! The `jobsource` binary: command-line entry point.
 
 use clap::{Parser, Subcommand};
-use jobsource_api::bench;
+use jobsource_api::{bench, cli};
 
 // mimalloc: the event path allocates many small buffers (envelopes, JSON); glibc malloc
 // spent a quarter of the in-memory append profile in malloc/free.
@@ -24,6 +24,13 @@ enum Command {
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
     },
+    /// Projection status and control.
+    Projections {
+        #[command(subcommand)]
+        which: cli::projections::ProjectionsCommand,
+    },
+    /// Print events from the log (filters, offsets, follow, JSON lines).
+    Events(cli::events::EventsArgs),
     /// Benchmarks; each prints a table and, as its last line, JSON.
     Bench {
         #[command(subcommand)]
@@ -68,6 +75,8 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations up to date ({known} known)");
             Ok(())
         }
+        Command::Projections { which } => cli::projections::run(which).await,
+        Command::Events(args) => cli::events::run(args).await,
         Command::Bench { which } => match which {
             BenchCommand::Append(args) => bench::append::run(args).await,
         },

@@ -1,0 +1,116 @@
+//! `jobsource projections ...`: status and resume of the PostgreSQL projections.
+
+use clap::{Args, Subcommand};
+use jobsource_projections::worker;
+
+use super::StoreArgs;
+
+/// `jobsource projections` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Checkpoint, lag, state and last error per projection and partition.
+    Status(DbArgs),
+    /// Apply every event after the checkpoints once, then exit.
+    CatchUp {
+        /// Projection name (`archive`, `postgres`).
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Clear the stall of a projection after its cause is fixed.
+    Resume {
+        /// Projection name (`archive`, `postgres`).
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Store and database locations.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// PostgreSQL URL of the read models.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+}
+
+async fn pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot connect to {}: {e}",
+                jobsource_eventstore::redis::redact_url(url)
+            )
+        })
+}
+
+/// The PostgreSQL projection called `name`.
+fn by_name(name: &str) -> anyhow::Result<Box<dyn jobsource_projections::PgProjection>> {
+    match name {
+        "archive" => Ok(Box::new(jobsource_projections::Archive)),
+        "postgres" => Ok(Box::new(jobsource_projections::PostgresReadModel)),
+        other => anyhow::bail!("unknown projection {other:?}: expected archive or postgres"),
+    }
+}
+
+/// Runs the command.
+pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
+    match command {
+        ProjectionsCommand::Status(db) => {
+            let store = db.store.connect().await?;
+            let pool = pool(&db.database_url).await?;
+            let rows = worker::status(&store, &pool, 10_000).await?;
+            println!(
+                "{:<12} {:>4} {:<26} {:>7} {:<9} last error",
+                "projection", "part", "checkpoint", "lag", "state"
+            );
+            for r in rows {
+                let lag = if r.lag >= 10_000 {
+                    ">=10000".to_owned()
+                } else {
+                    r.lag.to_string()
+                };
+                println!(
+                    "{:<12} {:>4} {:<26} {:>7} {:<9} {}",
+                    r.projection,
+                    r.partition,
+                    r.checkpoint,
+                    lag,
+                    r.state,
+                    match (r.last_error, r.error_position) {
+                        (Some(e), Some(p)) => format!("{e} (at {p})"),
+                        (Some(e), None) => e,
+                        _ => String::new(),
+                    }
+                );
+            }
+            Ok(())
+        }
+        ProjectionsCommand::CatchUp { name, db } => {
+            let projection = by_name(&name)?;
+            let store = db.store.connect().await?;
+            let pool = pool(&db.database_url).await?;
+            jobsource_projections::migrate::migrate(&pool).await?;
+            let start = std::time::Instant::now();
+            let n = jobsource_projections::catch_up(&store, &pool, &*projection, 1000).await?;
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "{name}: {n} events applied in {secs:.2} s ({:.0} events/s)",
+                n as f64 / secs.max(1e-9)
+            );
+            Ok(())
+        }
+        ProjectionsCommand::Resume { name, db } => {
+            let pool = pool(&db.database_url).await?;
+            let n = worker::resume(&pool, &name).await?;
+            println!("{name}: {n} stalled partition(s) resumed");
+            Ok(())
+        }
+    }
+}
