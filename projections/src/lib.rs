@@ -11,10 +11,12 @@ pub mod checkpoint;
 pub mod error;
 pub mod migrate;
 pub mod postgres;
+pub mod redis_model;
 pub mod runtime;
 pub mod worker;
 
 pub use archive::Archive;
 pub use error::ProjectionError;
 pub use postgres::PostgresReadModel;
+pub use redis_model::RedisReadModel;
 pub use runtime::{catch_up, run_batch, PgProjection};

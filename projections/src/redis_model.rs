@@ -1,0 +1,480 @@
+//! The `redis` projection: the seed system's keys under a read-model namespace `<rm>`.
+//!
+//! ```text
+//! <rm>:job:<id>              hash: id, type, status, priority, progress, stage, payload,
+//!                            requirements, webhook_url, workflow_id, step_index, worker_id,
+//!                            machine_id, attempt, result, error, retry_count, max_retries,
+//!                            created_at, updated_at, started_at, completed_at, version
+//! <rm>:jobs:pending          zset, score = priority (claims take the highest score; job ids
+//!                            are UUID v7, so members of one score sort oldest first: FIFO)
+//! <rm>:jobs:assigned|completed|failed   sets
+//! <rm>:job:<id>:depends_on   set of job ids;  <rm>:job:<id>:dependents  set of job ids
+//! <rm>:workflow:<id>         hash: id, name, description, status, total_steps,
+//!                            completed_steps, job_ids, webhook_url, error, created_at,
+//!                            updated_at, completed_at, version
+//! <rm>:workflow:<id>:jobs    set of job ids
+//! <rm>:projection:redis:checkpoint   hash: partition -> last applied log id
+//! ```
+//! With an empty `<rm>` the keys are the seed's bare keys (`job:<id>`, `jobs:pending`, ...).
+//!
+//! Idempotence: every event is applied by one small script that compares the event's
+//! version with the entity hash's `version` field and does nothing when it is not newer, so
+//! a batch re-read after a crash (its checkpoint not yet moved) changes nothing.
+
+use jobsource_domain::job::JobEvent;
+use jobsource_domain::workflow::WorkflowEvent;
+use jobsource_eventstore::typed::from_envelope;
+use jobsource_eventstore::{EventStore, LogId, RecordedEvent};
+use redis::aio::ConnectionManager;
+use redis::Script;
+use serde_json::json;
+
+use crate::error::ProjectionError;
+
+const GUARDED_APPLY: &str = r"
+local v = tonumber(ARGV[1])
+local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if cur >= v then return 0 end
+local i = 3
+for _ = 1, tonumber(ARGV[2]) do
+  local op, key, nargs = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+  if op == 'ZADD_BY_PRIORITY' then
+    -- back into the pending zset with the priority recorded at submission
+    redis.call('ZADD', key, redis.call('HGET', KEYS[1], 'priority') or '0', ARGV[i + 3])
+  else
+    redis.call(op, key, unpack(ARGV, i + 3, i + 2 + nargs))
+  end
+  i = i + 3 + nargs
+end
+redis.call('HSET', KEYS[1], 'version', v)
+return 1
+";
+
+/// Builds keys under a read-model namespace.
+#[derive(Debug, Clone)]
+pub struct RmKeys {
+    rm: String,
+}
+
+impl RmKeys {
+    /// Keys under `rm` (empty: the seed's bare keys).
+    pub fn new(rm: &str) -> Self {
+        RmKeys { rm: rm.to_owned() }
+    }
+
+    /// `<rm>:<suffix>`, or `<suffix>` when the namespace is empty.
+    pub fn key(&self, suffix: &str) -> String {
+        if self.rm.is_empty() {
+            suffix.to_owned()
+        } else {
+            format!("{}:{suffix}", self.rm)
+        }
+    }
+
+    /// `<rm>:job:<id>`.
+    pub fn job(&self, id: &str) -> String {
+        self.key(&format!("job:{id}"))
+    }
+
+    /// `<rm>:workflow:<id>`.
+    pub fn workflow(&self, id: &str) -> String {
+        self.key(&format!("workflow:{id}"))
+    }
+
+    /// The checkpoint hash of this projection.
+    pub fn checkpoint(&self) -> String {
+        self.key("projection:redis:checkpoint")
+    }
+}
+
+/// The operations one event turns into; the first key is the guarded entity hash.
+struct Ops {
+    keys: Vec<String>,
+    args: Vec<String>,
+    count: usize,
+}
+
+impl Ops {
+    fn new(entity: String) -> Self {
+        Ops {
+            keys: vec![entity],
+            args: Vec::new(),
+            count: 0,
+        }
+    }
+
+    fn op(&mut self, name: &str, key: String, args: Vec<String>) -> &mut Self {
+        let idx = match self.keys.iter().position(|k| *k == key) {
+            Some(i) => i + 1,
+            None => {
+                self.keys.push(key);
+                self.keys.len()
+            }
+        };
+        self.args.push(name.to_owned());
+        self.args.push(idx.to_string());
+        self.args.push(args.len().to_string());
+        self.args.extend(args);
+        self.count += 1;
+        self
+    }
+
+    fn hset(&mut self, fields: &[(&str, String)]) -> &mut Self {
+        let key = self.keys[0].clone();
+        let args = fields
+            .iter()
+            .flat_map(|(k, v)| [(*k).to_owned(), v.clone()])
+            .collect();
+        self.op("HSET", key, args)
+    }
+}
+
+fn js(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// The Redis read model projection.
+pub struct RedisReadModel {
+    conn: ConnectionManager,
+    keys: RmKeys,
+    script: Script,
+}
+
+impl RedisReadModel {
+    /// A projection writing through `conn` under namespace `rm`.
+    pub fn new(conn: ConnectionManager, rm: &str) -> Self {
+        RedisReadModel {
+            conn,
+            keys: RmKeys::new(rm),
+            script: Script::new(GUARDED_APPLY),
+        }
+    }
+
+    /// The key builder.
+    pub fn keys(&self) -> &RmKeys {
+        &self.keys
+    }
+
+    fn err(e: redis::RedisError) -> ProjectionError {
+        ProjectionError::Apply {
+            position: String::new(),
+            message: format!("redis read model: {e}"),
+        }
+    }
+
+    /// The checkpoint of `partition`.
+    pub async fn checkpoint(&self, partition: u32) -> Result<LogId, ProjectionError> {
+        let mut conn = self.conn.clone();
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.checkpoint())
+            .arg(partition)
+            .query_async(&mut conn)
+            .await
+            .map_err(Self::err)?;
+        Ok(v.and_then(|s| s.parse().ok()).unwrap_or(LogId::ZERO))
+    }
+
+    /// Sets every partition's checkpoint (replay from an offset).
+    pub async fn reset(
+        &self,
+        cursor: &jobsource_eventstore::Cursor,
+    ) -> Result<(), ProjectionError> {
+        let mut pipe = redis::pipe();
+        for p in 0..cursor.partitions() {
+            pipe.cmd("HSET")
+                .arg(self.keys.checkpoint())
+                .arg(p)
+                .arg(cursor.after(p).to_string())
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(Self::err)
+    }
+
+    /// Applies the next batch of `partition`; returns the number of events read.
+    pub async fn run_batch(
+        &self,
+        store: &dyn EventStore,
+        partition: u32,
+        batch: usize,
+    ) -> Result<usize, ProjectionError> {
+        let after = self.checkpoint(partition).await?;
+        let events = store.read_partition(partition, after, batch).await?;
+        let Some(last) = events.last().map(|e| e.position.id) else {
+            return Ok(0);
+        };
+        // One pipeline: every event's guarded script, then the checkpoint. A crash part-way
+        // leaves the checkpoint behind; the re-read events are refused by their guards.
+        let mut pipe = redis::pipe();
+        for e in &events {
+            let Some(ops) = self.ops_for(e)? else {
+                continue;
+            };
+            let mut inv = self.script.prepare_invoke();
+            for k in &ops.keys {
+                inv.key(k);
+            }
+            inv.arg(e.envelope.version).arg(ops.count);
+            for a in &ops.args {
+                inv.arg(a);
+            }
+            // Pipelines send EVALSHA; load the script first so it is known.
+            pipe.invoke_script(&inv).ignore();
+        }
+        pipe.cmd("HSET")
+            .arg(self.keys.checkpoint())
+            .arg(partition)
+            .arg(last.to_string())
+            .ignore();
+        let mut conn = self.conn.clone();
+        self.script.load_async(&mut conn).await.map_err(Self::err)?;
+        pipe.query_async::<()>(&mut conn).await.map_err(Self::err)?;
+        Ok(events.len())
+    }
+
+    /// Runs batches on every partition until caught up; returns events read.
+    pub async fn catch_up(
+        &self,
+        store: &dyn EventStore,
+        batch: usize,
+    ) -> Result<u64, ProjectionError> {
+        let mut total = 0;
+        for p in 0..store.partitions() {
+            loop {
+                let n = self.run_batch(store, p, batch).await?;
+                total += n as u64;
+                if n < batch {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    fn ops_for(&self, e: &RecordedEvent) -> Result<Option<Ops>, ProjectionError> {
+        let env = &e.envelope;
+        let bad = |err: jobsource_eventstore::DecodeError| ProjectionError::Apply {
+            position: e.position.to_string(),
+            message: err.to_string(),
+        };
+        let now = env
+            .occurred_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        if env.stream.starts_with("job-") {
+            let event: JobEvent = from_envelope(env).map_err(bad)?;
+            Ok(Some(self.job_ops(&event, now)))
+        } else if env.stream.starts_with("workflow-") {
+            let event: WorkflowEvent = from_envelope(env).map_err(bad)?;
+            Ok(Some(self.workflow_ops(&event, now)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn job_ops(&self, event: &JobEvent, now: String) -> Ops {
+        let id = event.job_id().to_string();
+        let k = &self.keys;
+        let mut ops = Ops::new(k.job(&id));
+        let pending = k.key("jobs:pending");
+        let assigned = k.key("jobs:assigned");
+        match event {
+            JobEvent::JobSubmitted(s) => {
+                ops.hset(&[
+                    ("id", id.clone()),
+                    ("type", s.job_type.clone()),
+                    ("status", s.status.as_str().to_owned()),
+                    ("priority", s.priority.to_string()),
+                    ("progress", "0".into()),
+                    (
+                        "payload",
+                        js(&json!({"prompt": s.prompt, "parameters": s.parameters})),
+                    ),
+                    ("requirements", js(&s.requirements)),
+                    ("webhook_url", s.webhook_url.clone().unwrap_or_default()),
+                    (
+                        "workflow_id",
+                        s.workflow_id.map(|w| w.to_string()).unwrap_or_default(),
+                    ),
+                    (
+                        "step_index",
+                        s.step_index.map(|i| i.to_string()).unwrap_or_default(),
+                    ),
+                    ("max_retries", s.max_retries.to_string()),
+                    ("retry_count", "0".into()),
+                    ("attempt", "0".into()),
+                    ("created_at", now.clone()),
+                    ("updated_at", now),
+                ]);
+                if s.depends_on.is_empty() {
+                    ops.op("ZADD", pending, vec![s.priority.to_string(), id.clone()]);
+                } else {
+                    let deps: Vec<String> = s.depends_on.iter().map(|d| d.to_string()).collect();
+                    ops.op("SADD", k.key(&format!("job:{id}:depends_on")), deps.clone());
+                    for d in deps {
+                        ops.op(
+                            "SADD",
+                            k.key(&format!("job:{d}:dependents")),
+                            vec![id.clone()],
+                        );
+                    }
+                }
+                if let Some(w) = s.workflow_id {
+                    ops.op("SADD", k.key(&format!("workflow:{w}:jobs")), vec![id]);
+                }
+            }
+            JobEvent::JobReleased { .. } => {
+                ops.hset(&[("status", "pending".into()), ("updated_at", now)]);
+                ops.op("ZADD_BY_PRIORITY", pending, vec![id]);
+            }
+            JobEvent::JobAssigned {
+                worker_id,
+                machine_id,
+                attempt,
+                ..
+            } => {
+                ops.hset(&[
+                    ("status", "assigned".into()),
+                    ("worker_id", worker_id.clone()),
+                    ("machine_id", machine_id.clone()),
+                    ("attempt", attempt.to_string()),
+                    ("progress", "0".into()),
+                    ("updated_at", now.clone()),
+                ]);
+                ops.op("HSETNX", k.job(&id), vec!["started_at".into(), now]);
+                ops.op("ZREM", pending, vec![id.clone()]);
+                ops.op("SADD", assigned, vec![id]);
+            }
+            JobEvent::JobProgress {
+                progress, stage, ..
+            } => {
+                let mut fields = vec![
+                    ("status", "running".to_owned()),
+                    ("progress", progress.to_string()),
+                    ("updated_at", now),
+                ];
+                if let Some(s) = stage {
+                    fields.push(("stage", s.clone()));
+                }
+                ops.hset(&fields);
+            }
+            JobEvent::JobCompleted { result, .. } => {
+                ops.hset(&[
+                    ("status", "completed".into()),
+                    ("progress", "100".into()),
+                    ("result", js(result)),
+                    ("completed_at", now.clone()),
+                    ("updated_at", now),
+                ]);
+                ops.op("SREM", assigned, vec![id.clone()]);
+                ops.op("SADD", k.key("jobs:completed"), vec![id]);
+            }
+            JobEvent::JobFailed {
+                error,
+                retry_count,
+                will_retry,
+                ..
+            } => {
+                ops.op("SREM", assigned, vec![id.clone()]);
+                if *will_retry {
+                    ops.hset(&[
+                        ("status", "pending".into()),
+                        ("error", js(error)),
+                        ("retry_count", retry_count.to_string()),
+                        ("progress", "0".into()),
+                        ("updated_at", now),
+                    ]);
+                    ops.op("ZADD_BY_PRIORITY", pending, vec![id]);
+                } else {
+                    ops.hset(&[
+                        ("status", "failed".into()),
+                        ("error", js(error)),
+                        ("retry_count", retry_count.to_string()),
+                        ("completed_at", now.clone()),
+                        ("updated_at", now),
+                    ]);
+                    ops.op("SADD", k.key("jobs:failed"), vec![id]);
+                }
+            }
+            JobEvent::JobCancelled { .. } => {
+                ops.hset(&[
+                    ("status", "cancelled".into()),
+                    ("completed_at", now.clone()),
+                    ("updated_at", now),
+                ]);
+                ops.op("ZREM", pending, vec![id]);
+            }
+        }
+        ops
+    }
+
+    fn workflow_ops(&self, event: &WorkflowEvent, now: String) -> Ops {
+        let wid = match event {
+            WorkflowEvent::WorkflowCreated(c) => c.workflow_id,
+            WorkflowEvent::WorkflowStepStarted { workflow_id, .. }
+            | WorkflowEvent::WorkflowStepCompleted { workflow_id, .. }
+            | WorkflowEvent::WorkflowCompleted { workflow_id, .. }
+            | WorkflowEvent::WorkflowStepFailed { workflow_id, .. }
+            | WorkflowEvent::WorkflowFailed { workflow_id, .. }
+            | WorkflowEvent::WorkflowCancelled { workflow_id, .. } => *workflow_id,
+        }
+        .to_string();
+        let mut ops = Ops::new(self.keys.workflow(&wid));
+        match event {
+            WorkflowEvent::WorkflowCreated(c) => {
+                ops.hset(&[
+                    ("id", wid.clone()),
+                    ("name", c.name.clone()),
+                    ("description", c.description.clone().unwrap_or_default()),
+                    ("status", "pending".into()),
+                    ("total_steps", c.total_steps.to_string()),
+                    ("completed_steps", "0".into()),
+                    ("job_ids", js(&c.job_ids)),
+                    ("steps", js(&c.steps)),
+                    ("webhook_url", c.webhook_url.clone().unwrap_or_default()),
+                    ("created_at", now.clone()),
+                    ("updated_at", now),
+                ]);
+                let jobs: Vec<String> = c.job_ids.iter().map(|j| j.to_string()).collect();
+                if !jobs.is_empty() {
+                    ops.op("SADD", self.keys.key(&format!("workflow:{wid}:jobs")), jobs);
+                }
+            }
+            WorkflowEvent::WorkflowStepStarted { .. } => {
+                ops.hset(&[("status", "running".into()), ("updated_at", now)]);
+            }
+            WorkflowEvent::WorkflowStepCompleted {
+                completed_steps, ..
+            } => {
+                ops.hset(&[
+                    ("completed_steps", completed_steps.to_string()),
+                    ("updated_at", now),
+                ]);
+            }
+            WorkflowEvent::WorkflowCompleted { .. } => {
+                ops.hset(&[
+                    ("status", "completed".into()),
+                    ("completed_at", now.clone()),
+                    ("updated_at", now),
+                ]);
+            }
+            WorkflowEvent::WorkflowStepFailed { error, .. } => {
+                ops.hset(&[("error", js(error)), ("updated_at", now)]);
+            }
+            WorkflowEvent::WorkflowFailed { .. } => {
+                ops.hset(&[
+                    ("status", "failed".into()),
+                    ("completed_at", now.clone()),
+                    ("updated_at", now),
+                ]);
+            }
+            WorkflowEvent::WorkflowCancelled { .. } => {
+                ops.hset(&[
+                    ("status", "cancelled".into()),
+                    ("completed_at", now.clone()),
+                    ("updated_at", now),
+                ]);
+            }
+        }
+        ops
+    }
+}
