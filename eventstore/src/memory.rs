@@ -275,6 +275,14 @@ impl EventStore for MemoryStore {
             .collect()
     }
 
+    async fn partition_len(&self, partition: u32) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .logs
+            .get(partition as usize)
+            .map_or(0, |l| l.len() as u64))
+    }
+
     async fn head(&self) -> Result<Cursor, StoreError> {
         let inner = self.lock();
         Ok(Cursor::from_ids(

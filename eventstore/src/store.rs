@@ -53,6 +53,9 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// Number of entries in partition `partition`'s log.
+    async fn partition_len(&self, partition: u32) -> Result<u64, StoreError>;
+
     /// The last log id of every partition (`0-0` for an empty one).
     async fn head(&self) -> Result<Cursor, StoreError>;
 

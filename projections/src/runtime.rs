@@ -7,7 +7,7 @@
 //! is lost and none is applied twice.
 
 use async_trait::async_trait;
-use jobsource_eventstore::{EventStore, RecordedEvent};
+use jobsource_eventstore::{EventStore, LogId, RecordedEvent};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::checkpoint;
@@ -36,9 +36,24 @@ pub async fn run_batch(
     partition: u32,
     batch: usize,
 ) -> Result<usize, ProjectionError> {
+    run_batch_until(store, pool, projection, partition, batch, None).await
+}
+
+/// [`run_batch`] that applies nothing past `until` (a log id of this partition).
+pub async fn run_batch_until(
+    store: &dyn EventStore,
+    pool: &PgPool,
+    projection: &dyn PgProjection,
+    partition: u32,
+    batch: usize,
+    until: Option<LogId>,
+) -> Result<usize, ProjectionError> {
     let mut tx = pool.begin().await?;
     let after = checkpoint::lock(&mut tx, projection.name(), partition).await?;
-    let events = store.read_partition(partition, after, batch).await?;
+    let mut events = store.read_partition(partition, after, batch).await?;
+    if let Some(until) = until {
+        events.retain(|e| e.position.id <= until);
+    }
     let Some(last) = events.last().map(|e| e.position.id) else {
         tx.rollback().await?;
         return Ok(0);

@@ -487,6 +487,13 @@ impl EventStore for RedisStore {
         }
     }
 
+    async fn partition_len(&self, partition: u32) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        conn.xlen(self.keys.log(partition))
+            .await
+            .map_err(|e| self.map_err(e))
+    }
+
     async fn head(&self) -> Result<Cursor, StoreError> {
         let mut pipe = redis::pipe();
         for p in 0..self.config.partitions {
