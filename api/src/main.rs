@@ -42,6 +42,8 @@ enum Command {
 enum BenchCommand {
     /// Concurrent job lifecycles appended through the EventStore API.
     Append(bench::append::AppendArgs),
+    /// Rebuild a projection over a store filled by `bench append --keep`.
+    Rebuild(bench::rebuild::RebuildArgs),
 }
 
 fn init_tracing() {
@@ -79,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Events(args) => cli::events::run(args).await,
         Command::Bench { which } => match which {
             BenchCommand::Append(args) => bench::append::run(args).await,
+            BenchCommand::Rebuild(args) => bench::rebuild::run(args).await,
         },
     }
 }

@@ -2,4 +2,5 @@
 
 pub mod append;
 pub mod ceiling;
+pub mod rebuild;
 pub mod report;
