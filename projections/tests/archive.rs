@@ -149,3 +149,29 @@ async fn a_batch_failing_half_way_leaves_nothing_and_is_redone() {
     db.drop_db().await;
     cleanup_prefix(&redis_url(), &prefix).await.unwrap();
 }
+
+#[tokio::test]
+async fn replay_from_a_timestamp_yields_only_later_events() {
+    let (store, prefix, db, pool) = setup("archive-from-time").await;
+    fill(&*store, 3, 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let t = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    fill(&*store, 2, 3).await;
+    let cursor = store
+        .resolve(&jobsource_eventstore::Offset::Timestamp(t))
+        .await
+        .unwrap();
+    checkpoint::reset(&pool, "archive", &cursor).await.unwrap();
+    assert_eq!(catch_up(&*store, &pool, &Archive, 4).await.unwrap(), 6);
+    let earliest: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT min(occurred_at) FROM events")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(earliest >= t - chrono::Duration::milliseconds(1));
+    assert_eq!(count(&pool).await, 6);
+    pool.close().await;
+    db.drop_db().await;
+    cleanup_prefix(&redis_url(), &prefix).await.unwrap();
+}
