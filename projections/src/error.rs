@@ -23,3 +23,28 @@ pub enum ProjectionError {
         message: String,
     },
 }
+
+impl ProjectionError {
+    /// True for outages (database or store unreachable, connection lost, server shutting
+    /// down): retried until the backend is back, never a reason to stall a projection.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProjectionError::Store(e) => e.is_unavailable(),
+            ProjectionError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // SQLSTATE classes 08 (connection exception) and 57 (operator
+                // intervention: shutdown, cannot connect now).
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}

@@ -51,8 +51,16 @@ pub async fn run(
     while !*shutdown.borrow() {
         let mut progressed = false;
         for p in 0..partitions {
-            if is_stalled(&pool, projection.name(), p).await? {
-                continue;
+            match is_stalled(&pool, projection.name(), p).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(projection = projection.name(), error = %e,
+                        "database unavailable; projection waits");
+                    tokio::time::sleep(config.backoff).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
             match apply_with_retries(&*store, &pool, &*projection, p, &config).await {
                 Ok(n) => progressed |= n > 0,
@@ -60,8 +68,13 @@ pub async fn run(
                     let at = first_position(&*store, &pool, projection.name(), p).await;
                     tracing::error!(projection = projection.name(), partition = p, error = %e,
                         position = at.as_deref().unwrap_or("?"), "projection stalled");
-                    mark_stalled(&pool, projection.name(), p, &e.to_string(), at.as_deref())
-                        .await?;
+                    if let Err(mark) =
+                        mark_stalled(&pool, projection.name(), p, &e.to_string(), at.as_deref())
+                            .await
+                    {
+                        tracing::error!(projection = projection.name(), partition = p,
+                            error = %mark, "cannot record the stall");
+                    }
                 }
             }
         }
@@ -89,6 +102,13 @@ async fn apply_with_retries(
     loop {
         match run_batch(store, pool, projection, partition, config.batch).await {
             Ok(n) => return Ok(n),
+            Err(e) if e.is_transient() => {
+                // An outage is not the event's fault: wait for the backend, do not count.
+                tracing::warn!(projection = projection.name(), partition, error = %e,
+                    "backend unavailable; projection waits and retries");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
             Err(e) if attempt < config.max_attempts => {
                 tracing::warn!(projection = projection.name(), partition, attempt, error = %e,
                     "projection batch failed; retrying");
