@@ -11,6 +11,9 @@ pub enum ProjectionError {
     /// PostgreSQL failed (the batch's transaction was rolled back).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The Redis read model's server failed.
+    #[error("redis read model: {0}")]
+    Redis(#[from] redis::RedisError),
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -30,6 +33,12 @@ impl ProjectionError {
     pub fn is_transient(&self) -> bool {
         match self {
             ProjectionError::Store(e) => e.is_unavailable(),
+            ProjectionError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+            }
             ProjectionError::Database(e) => match e {
                 sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_)

@@ -156,10 +156,12 @@ impl RedisReadModel {
     }
 
     fn err(e: redis::RedisError) -> ProjectionError {
-        ProjectionError::Apply {
-            position: String::new(),
-            message: format!("redis read model: {e}"),
-        }
+        ProjectionError::Redis(e)
+    }
+
+    /// A clone of the model's connection.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
     }
 
     /// The checkpoint of `partition`.
