@@ -90,8 +90,7 @@ async fn follows_live_events_and_stalls_only_the_poisoned_partition() {
             all &= exists;
         }
         let stall = redis_worker::stalled(&model, poisoned).await.unwrap();
-        if all && stall.is_some() {
-            let (position, error) = stall.unwrap();
+        if let (true, Some((position, error))) = (all, stall) {
             assert!(position.starts_with(&format!("{poisoned}@")), "{position}");
             assert!(!error.is_empty());
             break;
