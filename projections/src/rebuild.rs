@@ -126,6 +126,11 @@ pub async fn rebuild(
         let start = from.unwrap_or_else(|| Cursor::start(store.partitions()));
         checkpoint::reset(pool, &shadow.name, &start).await?;
     }
+    // Status shows the shadow's partitions as `rebuilding` until the swap.
+    sqlx::query("UPDATE projection_checkpoints SET state = 'rebuilding' WHERE projection = $1")
+        .bind(&shadow.name)
+        .execute(pool)
+        .await?;
     let total = log_len(store).await?;
     let mut done = 0u64;
     // Catch up to the head; appends may continue meanwhile, the loop follows them.
@@ -188,7 +193,9 @@ async fn swap(
         .bind(live)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE projection_checkpoints SET projection = $1 WHERE projection = $2")
+    sqlx::query(
+        "UPDATE projection_checkpoints SET projection = $1, state = 'running' WHERE projection = $2",
+    )
         .bind(live)
         .bind(format!("{live}@rebuild"))
         .execute(&mut *tx)

@@ -124,6 +124,15 @@ async fn rebuild_while_appending_resumes_after_a_crash_and_verifies() {
             }
         })
     };
+    // While unfinished, the shadow's partitions show as `rebuilding`.
+    let rebuilding: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM projection_checkpoints \
+         WHERE projection = 'postgres@rebuild' AND state = 'rebuilding'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(rebuilding > 0);
     let seen = AtomicUsize::new(0);
     let progress = |done: u64, _total: u64| {
         seen.store(done as usize, Ordering::SeqCst);
@@ -149,6 +158,12 @@ async fn rebuild_while_appending_resumes_after_a_crash_and_verifies() {
     .await
     .unwrap();
     assert_eq!(stale, 0);
+    let not_running: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM projection_checkpoints WHERE state <> 'running'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(not_running, 0);
 
     // Verify: equal to a from-scratch recomputation...
     let diffs = verify(&*store, &pool, &PostgresReadModel, 100, 10)
