@@ -17,9 +17,9 @@
 //! ```
 //! With an empty `<rm>` the keys are the seed's bare keys (`job:<id>`, `jobs:pending`, ...).
 //!
-//! Idempotence: every event is applied by one small script that compares the event's
-//! version with the entity hash's `version` field and does nothing when it is not newer, so
-//! a batch re-read after a crash (its checkpoint not yet moved) changes nothing.
+//! Idempotence: a batch is one script call that applies each event only when its version is
+//! above the entity hash's `version` field, and moves the checkpoint in the same call; an
+//! event delivered again (a replay from an earlier offset) changes nothing.
 
 use jobsource_domain::job::JobEvent;
 use jobsource_domain::workflow::WorkflowEvent;
@@ -31,23 +31,39 @@ use serde_json::json;
 
 use crate::error::ProjectionError;
 
-const GUARDED_APPLY: &str = r"
-local v = tonumber(ARGV[1])
-local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if cur >= v then return 0 end
+/// Applies a whole batch atomically, with the checkpoint: for each event, its operations
+/// run only when its version is above the entity hash's `version`.
+/// KEYS: every key the batch touches, the checkpoint hash last. ARGV: partition,
+/// checkpoint value, then per event: entity key index, version, op count, and per op:
+/// name, key index, arg count, args.
+const BATCH_APPLY: &str = r"
 local i = 3
-for _ = 1, tonumber(ARGV[2]) do
-  local op, key, nargs = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
-  if op == 'ZADD_BY_PRIORITY' then
-    -- back into the pending zset with the priority recorded at submission
-    redis.call('ZADD', key, redis.call('HGET', KEYS[1], 'priority') or '0', ARGV[i + 3])
-  else
-    redis.call(op, key, unpack(ARGV, i + 3, i + 2 + nargs))
+local applied = 0
+while i <= #ARGV do
+  local ek = KEYS[tonumber(ARGV[i])]
+  local v = tonumber(ARGV[i + 1])
+  local nops = tonumber(ARGV[i + 2])
+  i = i + 3
+  local apply = tonumber(redis.call('HGET', ek, 'version') or '0') < v
+  for _ = 1, nops do
+    local op, key, nargs = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+    if apply then
+      if op == 'ZADD_BY_PRIORITY' then
+        -- back into the pending zset with the priority recorded at submission
+        redis.call('ZADD', key, redis.call('HGET', ek, 'priority') or '0', ARGV[i + 3])
+      else
+        redis.call(op, key, unpack(ARGV, i + 3, i + 2 + nargs))
+      end
+    end
+    i = i + 3 + nargs
   end
-  i = i + 3 + nargs
+  if apply then
+    redis.call('HSET', ek, 'version', v)
+    applied = applied + 1
+  end
 end
-redis.call('HSET', KEYS[1], 'version', v)
-return 1
+redis.call('HSET', KEYS[#KEYS], ARGV[1], ARGV[2])
+return applied
 ";
 
 /// Builds keys under a read-model namespace.
@@ -87,35 +103,29 @@ impl RmKeys {
     }
 }
 
-/// The operations one event turns into; the first key is the guarded entity hash.
+/// The operations one event turns into; `keys[0]` is the guarded entity hash.
 struct Ops {
     keys: Vec<String>,
-    args: Vec<String>,
-    count: usize,
+    ops: Vec<(String, usize, Vec<String>)>,
 }
 
 impl Ops {
     fn new(entity: String) -> Self {
         Ops {
             keys: vec![entity],
-            args: Vec::new(),
-            count: 0,
+            ops: Vec::new(),
         }
     }
 
     fn op(&mut self, name: &str, key: String, args: Vec<String>) -> &mut Self {
         let idx = match self.keys.iter().position(|k| *k == key) {
-            Some(i) => i + 1,
+            Some(i) => i,
             None => {
                 self.keys.push(key);
-                self.keys.len()
+                self.keys.len() - 1
             }
         };
-        self.args.push(name.to_owned());
-        self.args.push(idx.to_string());
-        self.args.push(args.len().to_string());
-        self.args.extend(args);
-        self.count += 1;
+        self.ops.push((name.to_owned(), idx, args));
         self
     }
 
@@ -126,6 +136,38 @@ impl Ops {
             .flat_map(|(k, v)| [(*k).to_owned(), v.clone()])
             .collect();
         self.op("HSET", key, args)
+    }
+}
+
+/// A batch's keys (deduplicated, 1-based for Lua) and arguments for [`BATCH_APPLY`].
+#[derive(Default)]
+struct Batch {
+    keys: Vec<String>,
+    index: std::collections::HashMap<String, usize>,
+    args: Vec<String>,
+}
+
+impl Batch {
+    fn key(&mut self, k: &str) -> usize {
+        if let Some(i) = self.index.get(k) {
+            return *i;
+        }
+        self.keys.push(k.to_owned());
+        self.index.insert(k.to_owned(), self.keys.len());
+        self.keys.len()
+    }
+
+    fn push(&mut self, version: u64, ops: Ops) {
+        let map: Vec<usize> = ops.keys.iter().map(|k| self.key(k)).collect();
+        self.args.push(map[0].to_string());
+        self.args.push(version.to_string());
+        self.args.push(ops.ops.len().to_string());
+        for (name, k, args) in ops.ops {
+            self.args.push(name);
+            self.args.push(map[k].to_string());
+            self.args.push(args.len().to_string());
+            self.args.extend(args);
+        }
     }
 }
 
@@ -146,7 +188,7 @@ impl RedisReadModel {
         RedisReadModel {
             conn,
             keys: RmKeys::new(rm),
-            script: Script::new(GUARDED_APPLY),
+            script: Script::new(BATCH_APPLY),
         }
     }
 
@@ -205,32 +247,27 @@ impl RedisReadModel {
         let Some(last) = events.last().map(|e| e.position.id) else {
             return Ok(0);
         };
-        // One pipeline: every event's guarded script, then the checkpoint. A crash part-way
-        // leaves the checkpoint behind; the re-read events are refused by their guards.
-        let mut pipe = redis::pipe();
+        // One script call: every event's guarded operations and the checkpoint, atomically;
+        // a batch re-read after a crash is refused event by event by the guards.
+        let mut batch_ops = Batch::default();
         for e in &events {
-            let Some(ops) = self.ops_for(e)? else {
-                continue;
-            };
-            let mut inv = self.script.prepare_invoke();
-            for k in &ops.keys {
-                inv.key(k);
+            if let Some(ops) = self.ops_for(e)? {
+                batch_ops.push(e.envelope.version, ops);
             }
-            inv.arg(e.envelope.version).arg(ops.count);
-            for a in &ops.args {
-                inv.arg(a);
-            }
-            // Pipelines send EVALSHA; load the script first so it is known.
-            pipe.invoke_script(&inv).ignore();
         }
-        pipe.cmd("HSET")
-            .arg(self.keys.checkpoint())
-            .arg(partition)
-            .arg(last.to_string())
-            .ignore();
+        let mut inv = self.script.prepare_invoke();
+        for k in &batch_ops.keys {
+            inv.key(k);
+        }
+        inv.key(self.keys.checkpoint());
+        inv.arg(partition).arg(last.to_string());
+        for a in &batch_ops.args {
+            inv.arg(a);
+        }
         let mut conn = self.conn.clone();
-        self.script.load_async(&mut conn).await.map_err(Self::err)?;
-        pipe.query_async::<()>(&mut conn).await.map_err(Self::err)?;
+        inv.invoke_async::<u64>(&mut conn)
+            .await
+            .map_err(Self::err)?;
         Ok(events.len())
     }
 
