@@ -187,18 +187,18 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
                 args.payload_bytes,
             )
             .await?;
-            delete_keys(r, &format!("{prefix}:ceiling:*")).await?;
+            super::delete_keys(r, &format!("{prefix}:ceiling:*")).await?;
             let size = envelope_bytes(args.events_per_job, &pad);
             let c_env =
                 ceiling::measure(r.connection(), &prefix, n, args.concurrency, size).await?;
-            delete_keys(r, &format!("{prefix}:ceiling:*")).await?;
+            super::delete_keys(r, &format!("{prefix}:ceiling:*")).await?;
             ceiling_eps = json!(round(c, 0));
             ratio = json!(round(eps / c, 3));
             ceiling_env = json!({"envelope_bytes": size, "events_per_sec": round(c_env, 0),
                                  "ratio": round(eps / c_env, 3)});
         }
         if !args.keep {
-            delete_keys(r, &format!("{prefix}:*")).await?;
+            super::delete_keys(r, &format!("{prefix}:*")).await?;
         }
     }
     let p50 = totals.latencies.quantile_ms(0.5);
@@ -438,29 +438,4 @@ async fn verify(store: &dyn EventStore, jobs: &[String], e: u64) -> anyhow::Resu
         );
     }
     Ok(())
-}
-
-async fn delete_keys(store: &RedisStore, pattern: &str) -> anyhow::Result<()> {
-    let mut conn = store.connection();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
 }

@@ -67,7 +67,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
             let start = Instant::now();
             model.catch_up(&store, args.batch).await?;
             let secs = start.elapsed().as_secs_f64();
-            delete_namespace(&store, &rm).await?;
+            super::delete_keys(&store, &format!("{rm}:*")).await?;
             (secs, None)
         }
         "postgres" => {
@@ -136,34 +136,6 @@ async fn copy_ceiling(pool: &sqlx::PgPool, n: u64) -> anyhow::Result<f64> {
     copy.send(data.as_bytes()).await?;
     copy.finish().await?;
     Ok(n as f64 / start.elapsed().as_secs_f64())
-}
-
-async fn delete_namespace(
-    store: &jobsource_eventstore::RedisStore,
-    rm: &str,
-) -> anyhow::Result<()> {
-    let mut conn = store.connection();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{rm}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
 }
 
 #[cfg(test)]
