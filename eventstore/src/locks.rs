@@ -9,33 +9,37 @@
 //!
 //! Locks are striped (a fixed array of mutexes indexed by a hash of the stream name), so
 //! memory stays bounded no matter how many streams exist; two streams sharing a stripe just
-//! serialize, which is harmless.
+//! serialize, which is harmless. Each stripe can guard state of type `T` (e.g. a cache of
+//! folded aggregates), so state that must only change under the stream's lock lives
+//! inside it.
 
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::partition::fnv1a;
 
-/// Striped async locks keyed by stream name.
-pub struct StreamLocks {
-    stripes: Vec<Mutex<()>>,
+/// Striped async locks keyed by stream name, each guarding a `T`.
+pub struct StreamLocks<T = ()> {
+    stripes: Vec<Mutex<T>>,
 }
 
-impl StreamLocks {
+impl<T: Default> StreamLocks<T> {
     /// Creates `stripes` locks (rounded up to at least 1).
     pub fn new(stripes: usize) -> Self {
         StreamLocks {
-            stripes: (0..stripes.max(1)).map(|_| Mutex::new(())).collect(),
+            stripes: (0..stripes.max(1)).map(|_| Mutex::default()).collect(),
         }
     }
+}
 
-    /// Waits for and takes the lock of `stream`.
-    pub async fn lock(&self, stream: &str) -> MutexGuard<'_, ()> {
+impl<T> StreamLocks<T> {
+    /// Waits for and takes the lock of `stream`, with the state of its stripe.
+    pub async fn lock(&self, stream: &str) -> MutexGuard<'_, T> {
         let i = (fnv1a(stream.as_bytes()) % self.stripes.len() as u64) as usize;
         self.stripes[i].lock().await
     }
 }
 
-impl Default for StreamLocks {
+impl<T: Default> Default for StreamLocks<T> {
     fn default() -> Self {
         StreamLocks::new(4096)
     }
@@ -49,7 +53,7 @@ mod tests {
 
     #[tokio::test]
     async fn same_stream_is_serialized() {
-        let locks = Arc::new(StreamLocks::new(8));
+        let locks: Arc<StreamLocks> = Arc::new(StreamLocks::new(8));
         let inside = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
         for _ in 0..16 {

@@ -6,40 +6,13 @@ use jobsource_domain::job::{
     SubmitJob,
 };
 use jobsource_domain::workflow::{CreateWorkflow, StepSpec, Workflow, WorkflowCommand};
-use jobsource_domain::{job_stream, workflow_stream, Aggregate};
-use jobsource_eventstore::typed::{to_new_event, EventPayload};
-use jobsource_eventstore::{
-    AppendRequest, Cursor, EventStore, ExpectedVersion, MemoryStore, StoreConfig,
-};
+use jobsource_domain::{job_stream, workflow_stream};
+use jobsource_eventstore::{Cursor, EventStore, MemoryStore, StoreConfig};
 use jobsource_projections::{catch_up, checkpoint, migrate, PostgresReadModel};
-use jobsource_tests::TestDatabase;
+use jobsource_tests::{run_commands, TestDatabase};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-/// Decides `commands` one by one on a fresh aggregate and appends each result.
-async fn run<A>(store: &MemoryStore, stream: &str, commands: Vec<A::Command>)
-where
-    A: Aggregate,
-    A::Event: EventPayload,
-{
-    let mut state = A::default();
-    for c in commands {
-        let events = state.decide(&c).expect("command accepted");
-        let new = events.iter().map(to_new_event).collect();
-        store
-            .append(AppendRequest::new(
-                stream,
-                ExpectedVersion::Exact(state.version()),
-                new,
-            ))
-            .await
-            .expect("append");
-        for e in &events {
-            state.apply(e);
-        }
-    }
-}
 
 fn assign() -> JobCommand {
     JobCommand::Assign(AssignJob {
@@ -79,7 +52,7 @@ async fn lifecycles_become_rows_and_replay_changes_nothing() {
         ..StoreConfig::default()
     });
     let (done, failed, cancelled) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    run::<Job>(
+    run_commands::<Job>(
         &store,
         &job_stream(done),
         vec![
@@ -106,13 +79,13 @@ async fn lifecycles_become_rows_and_replay_changes_nothing() {
             retryable: true,
         })
     };
-    run::<Job>(
+    run_commands::<Job>(
         &store,
         &job_stream(failed),
         vec![submit(failed), assign(), fail(), assign(), fail()],
     )
     .await;
-    run::<Job>(
+    run_commands::<Job>(
         &store,
         &job_stream(cancelled),
         vec![submit(cancelled), JobCommand::Cancel(CancelJob::default())],
@@ -120,7 +93,7 @@ async fn lifecycles_become_rows_and_replay_changes_nothing() {
     .await;
     let wf = Uuid::now_v7();
     let job_ids = vec![Uuid::now_v7(), Uuid::now_v7()];
-    run::<Workflow>(
+    run_commands::<Workflow>(
         &store,
         &workflow_stream(wf),
         vec![

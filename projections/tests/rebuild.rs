@@ -6,14 +6,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use jobsource_domain::job::{AssignJob, Job, JobCommand, SubmitJob};
-use jobsource_domain::{job_stream, Aggregate};
-use jobsource_eventstore::typed::to_new_event;
-use jobsource_eventstore::{
-    AppendRequest, EventStore, ExpectedVersion, RecordedEvent, RedisStore, StoreConfig,
-};
+use jobsource_domain::job_stream;
+use jobsource_eventstore::{EventStore, RecordedEvent, RedisStore, StoreConfig};
 use jobsource_projections::rebuild::{rebuild, verify};
 use jobsource_projections::{catch_up, migrate, PgProjection, PostgresReadModel, ProjectionError};
-use jobsource_tests::{cleanup_prefix, redis_url, unique_prefix, TestDatabase};
+use jobsource_tests::{cleanup_prefix, redis_url, run_commands, unique_prefix, TestDatabase};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
@@ -30,22 +27,7 @@ async fn job_lifecycle(store: &dyn EventStore, assign: bool) {
             machine_id: "m".into(),
         }));
     }
-    let mut state = Job::default();
-    for c in commands {
-        let events = state.decide(&c).unwrap();
-        let new = events.iter().map(to_new_event).collect();
-        store
-            .append(AppendRequest::new(
-                job_stream(id),
-                ExpectedVersion::Exact(state.version()),
-                new,
-            ))
-            .await
-            .unwrap();
-        for e in &events {
-            state.apply(e);
-        }
-    }
+    run_commands::<Job>(store, &job_stream(id), commands).await;
 }
 
 /// Fails the n-th batch once: a crash in the middle of a rebuild.

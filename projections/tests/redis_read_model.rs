@@ -7,33 +7,15 @@ use std::collections::BTreeMap;
 use jobsource_domain::job::{
     AssignJob, CompleteJob, FailJob, Job, JobCommand, JobError, SubmitJob,
 };
-use jobsource_domain::{job_stream, Aggregate};
-use jobsource_eventstore::typed::to_new_event;
-use jobsource_eventstore::{
-    AppendRequest, Cursor, EventStore, ExpectedVersion, MemoryStore, StoreConfig,
-};
+use jobsource_domain::job_stream;
+use jobsource_eventstore::{Cursor, EventStore, MemoryStore, StoreConfig};
 use jobsource_projections::RedisReadModel;
-use jobsource_tests::{cleanup_prefix, redis_url, unique_prefix};
+use jobsource_tests::{cleanup_prefix, redis_url, run_commands, unique_prefix};
 use redis::AsyncCommands;
 use uuid::Uuid;
 
 async fn run(store: &MemoryStore, id: Uuid, commands: Vec<JobCommand>) {
-    let mut state = Job::default();
-    for c in commands {
-        let events = state.decide(&c).expect("accepted");
-        let new = events.iter().map(to_new_event).collect();
-        store
-            .append(AppendRequest::new(
-                job_stream(id),
-                ExpectedVersion::Exact(state.version()),
-                new,
-            ))
-            .await
-            .unwrap();
-        for e in &events {
-            state.apply(e);
-        }
-    }
+    run_commands::<Job>(store, &job_stream(id), commands).await;
 }
 
 fn submit(id: Uuid, priority: u8, depends_on: Vec<Uuid>) -> JobCommand {

@@ -12,12 +12,14 @@
 //!   its own [`PrivateRedis`].
 
 pub mod db;
+pub mod drive;
 pub mod env;
 pub mod pg_server;
 pub mod prefix;
 pub mod redis_server;
 
 pub use db::TestDatabase;
+pub use drive::run_commands;
 pub use env::{database_url, redis_url, DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL};
 pub use pg_server::PrivatePostgres;
 pub use prefix::{cleanup_prefix, redis_connection, unique_prefix};

@@ -737,3 +737,23 @@ async fn redis_idempotency_keys_expire() {
     idempotency_keys_expire(Arc::new(store)).await;
     delete_prefix(&prefix).await;
 }
+
+#[tokio::test]
+async fn redis_aof_setting_is_read_at_connect() {
+    use jobsource_eventstore::redis::Aof;
+    use jobsource_tests::PrivateRedis;
+    if !PrivateRedis::available() {
+        eprintln!("skipped: redis-server not installed");
+        return;
+    }
+    for (args, expected) in [
+        (&["--appendonly", "no"][..], Aof::Off),
+        (&["--appendonly", "yes"][..], Aof::On),
+    ] {
+        let server = PrivateRedis::start_with_args(args).await;
+        let store = RedisStore::connect(&server.url, config(test_prefix("aof")))
+            .await
+            .unwrap();
+        assert_eq!(store.aof().await, expected);
+    }
+}

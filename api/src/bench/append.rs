@@ -6,8 +6,9 @@
 //! writers work on the same job at once (`--jobs 1 --concurrency 64` is the contention
 //! test). Every write loads the stream's current version (catching up on events written by
 //! others), decides, appends with `Exact(version)` and retries on conflict. By default
-//! writers in this process serialize per stream (see [`jobsource_eventstore::StreamLocks`]), so only cross-process
-//! writers could conflict; `--no-serialize` shows pure optimistic racing.
+//! writers in this process serialize per stream ([`StreamLocks`], which also holds their
+//! shared folded state), so only cross-process writers could conflict; `--no-serialize`
+//! shows pure optimistic racing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use jobsource_domain::job::{Job, JobCommand};
 use jobsource_eventstore::typed::{job_event_from, to_new_event};
 use jobsource_eventstore::{
     AppendRequest, EventStore, ExpectedVersion, MemoryStore, RedisStore, StoreConfig, StoreError,
+    StreamLocks,
 };
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -78,25 +80,6 @@ pub enum Load {
     Cache,
 }
 
-/// Striped, lock-guarded job states shared by this process's writers: holding a stripe's
-/// lock serializes the commands of its streams (the technique of [`jobsource_eventstore::StreamLocks`], with the
-/// folded state kept under the same lock).
-struct SharedCache {
-    stripes: Vec<tokio::sync::Mutex<HashMap<usize, Cached>>>,
-}
-
-impl SharedCache {
-    fn new(n: usize) -> Self {
-        SharedCache {
-            stripes: (0..n.max(1)).map(|_| Default::default()).collect(),
-        }
-    }
-
-    async fn lock(&self, job: usize) -> tokio::sync::MutexGuard<'_, HashMap<usize, Cached>> {
-        self.stripes[job % self.stripes.len()].lock().await
-    }
-}
-
 /// Per-writer cache of the jobs it has seen: state plus version.
 #[derive(Default)]
 struct Cached {
@@ -138,7 +121,7 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
             .map(|_| format!("job-{}", Uuid::now_v7()))
             .collect(),
     );
-    let shared = Arc::new(SharedCache::new(4096));
+    let shared: Arc<StreamLocks<HashMap<usize, Cached>>> = Arc::new(StreamLocks::default());
     let pad = Arc::new("p".repeat(args.payload_bytes.saturating_sub(150).max(1)));
 
     let start = Instant::now();
@@ -277,7 +260,7 @@ async fn writer(
     w: u64,
     store: Arc<dyn EventStore>,
     jobs: Arc<Vec<String>>,
-    shared: Arc<SharedCache>,
+    shared: Arc<StreamLocks<HashMap<usize, Cached>>>,
     pad: Arc<String>,
     args: AppendArgs,
 ) -> anyhow::Result<Totals> {
@@ -307,7 +290,7 @@ async fn writer(
             } else {
                 // Same-stream writers of this process queue here and share one folded
                 // state, so they neither conflict nor re-read each other's events.
-                let mut stripe = shared.lock(j).await;
+                let mut stripe = shared.lock(stream).await;
                 let cached = stripe.entry(j).or_default();
                 write_one(&*store, stream, cached, &args, &pad, &mut totals).await?
             };

@@ -32,6 +32,17 @@ const READ_STREAM_LUA: &str = include_str!("read_stream.lua");
 /// Layout version recorded in `<prefix>:meta`, so a future layout change can be detected.
 const LAYOUT: &str = "2";
 
+/// Whether the Redis server persists with AOF (checked at connect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Aof {
+    /// `appendonly yes`.
+    On,
+    /// `appendonly no`: a warning is logged at connect.
+    Off,
+    /// `CONFIG GET` refused (e.g. managed Redis); the reason.
+    Unknown(String),
+}
+
 /// The Redis event store.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -152,9 +163,8 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Reads `CONFIG GET appendonly`; warns when AOF is off (acknowledged events could be
-    /// lost on a Redis restart). Managed Redis often disables CONFIG: then it says so.
-    async fn check_aof(&self) {
+    /// Reads `CONFIG GET appendonly`.
+    pub async fn aof(&self) -> Aof {
         let mut conn = self.conn.clone();
         let reply: Result<Vec<String>, _> = redis::cmd("CONFIG")
             .arg("GET")
@@ -162,15 +172,23 @@ impl RedisStore {
             .query_async(&mut conn)
             .await;
         match reply {
-            Ok(v) if v.get(1).map(String::as_str) == Some("yes") => {
-                tracing::info!(url = %self.url, "Redis AOF is on");
-            }
-            Ok(_) => tracing::warn!(
+            Ok(v) if v.get(1).map(String::as_str) == Some("yes") => Aof::On,
+            Ok(_) => Aof::Off,
+            Err(e) => Aof::Unknown(e.to_string()),
+        }
+    }
+
+    /// Warns when AOF is off (acknowledged events could be lost on a Redis restart).
+    /// Managed Redis often disables CONFIG: then it says so.
+    async fn check_aof(&self) {
+        match self.aof().await {
+            Aof::On => tracing::info!(url = %self.url, "Redis AOF is on"),
+            Aof::Off => tracing::warn!(
                 url = %self.url,
                 "Redis runs with appendonly=no: acknowledged events can be lost if Redis \
                  restarts; enable AOF (appendonly yes, appendfsync everysec or always) in production"
             ),
-            Err(e) => tracing::warn!(url = %self.url, error = %e,
+            Aof::Unknown(e) => tracing::warn!(url = %self.url, error = %e,
                 "cannot read CONFIG GET appendonly; make sure AOF is enabled"),
         }
     }
