@@ -1,5 +1,11 @@
-//! jobsource API crate: the `jobsource` binary's commands (benchmarks, migrate,
-//! projections, events).
+//! jobsource API crate: the command/query layer, the HTTP surfaces, orchestration, and
+//! the `jobsource` binary's commands (serve, benchmarks, migrate, projections, events).
 
 pub mod bench;
+pub mod catalog;
 pub mod cli;
+pub mod http;
+pub mod orchestrator;
+pub mod read;
+pub mod serve;
+pub mod service;

@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the API, the projectors and the orchestrator (embedded when REDIS_URL is unset).
+    Serve(cli::serve::ServeArgs),
     /// Apply the PostgreSQL migrations (read models, archive, checkpoints).
     Migrate {
         /// PostgreSQL URL.
@@ -64,6 +66,11 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => {
+            let server = jobsource_api::serve::Server::start(args.config()).await?;
+            server.run_until_signal().await;
+            Ok(())
+        }
         Command::Migrate { database_url } => {
             jobsource_projections::migrate::migrate_url(&database_url)
                 .await

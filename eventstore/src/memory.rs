@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::append::{AppendRequest, AppendResult, StoreConfig};
+use crate::append::{AppendRequest, AppendResult, Idempotency, StoreConfig};
 use crate::envelope::{Envelope, RecordedEvent};
 use crate::error::{DecodeError, StoreError};
 use crate::partition::partition_of;
@@ -41,6 +41,7 @@ struct Inner {
     logs: Vec<Vec<Entry>>,
     streams: HashMap<String, StreamState>,
     idempotency: HashMap<(String, String), Idem>,
+    reservations: HashMap<String, (String, Instant)>,
     appends_since_sweep: u64,
 }
 
@@ -92,6 +93,7 @@ impl MemoryStore {
                     logs: (0..partitions).map(|_| Vec::new()).collect(),
                     streams: HashMap::new(),
                     idempotency: HashMap::new(),
+                    reservations: HashMap::new(),
                     appends_since_sweep: 0,
                 }),
                 appended: Notify::new(),
@@ -223,6 +225,50 @@ impl EventStore for MemoryStore {
         }
         self.shared.appended.notify_waiters();
         Ok(result)
+    }
+
+    async fn recall(
+        &self,
+        stream: &str,
+        idempotency: &Idempotency,
+    ) -> Result<Option<AppendResult>, StoreError> {
+        let inner = self.lock();
+        let k = (stream.to_owned(), idempotency.key.clone());
+        match inner
+            .idempotency
+            .get(&k)
+            .filter(|p| p.expires > Instant::now())
+        {
+            None => Ok(None),
+            Some(prev) if prev.fingerprint != idempotency.fingerprint => {
+                Err(StoreError::IdempotencyKeyReused {
+                    key: idempotency.key.clone(),
+                })
+            }
+            Some(prev) => {
+                let mut result = prev.result.clone();
+                result.replayed = true;
+                Ok(Some(result))
+            }
+        }
+    }
+
+    async fn reserve(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        let now = Instant::now();
+        let retention = self.config.idempotency_retention;
+        let mut inner = self.lock();
+        if inner.reservations.len() > 10_000 {
+            inner.reservations.retain(|_, (_, expires)| *expires > now);
+        }
+        match inner.reservations.get(name) {
+            Some((held, expires)) if *expires > now => Ok(held.clone()),
+            _ => {
+                inner
+                    .reservations
+                    .insert(name.to_owned(), (value.to_owned(), now + retention));
+                Ok(value.to_owned())
+            }
+        }
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {

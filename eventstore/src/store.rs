@@ -34,6 +34,27 @@ pub trait EventStore: Send + Sync + 'static {
     /// Appends events atomically.
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError>;
 
+    /// The recorded result of an earlier append to `stream` with this idempotency key.
+    ///
+    /// `Ok(None)` when the key is unknown (or expired); `IdempotencyKeyReused` when it was
+    /// used with another fingerprint. Callers that decide a command before appending check
+    /// this first, so a retried command whose first attempt succeeded gets its original
+    /// result instead of being decided again against the state it already changed.
+    async fn recall(
+        &self,
+        stream: &str,
+        idempotency: &crate::append::Idempotency,
+    ) -> Result<Option<AppendResult>, StoreError>;
+
+    /// Reserves `name` for `value` unless it is already reserved; returns the value that
+    /// holds it (the existing one, or `value` when this call won). Reservations live as
+    /// long as idempotency keys.
+    ///
+    /// Idempotency keys are scoped to a stream, but a command that creates an aggregate
+    /// allocates the stream's id itself: the API reserves `key -> id` first, so a retried
+    /// create targets the same stream and gets the recorded result.
+    async fn reserve(&self, name: &str, value: &str) -> Result<String, StoreError>;
+
     /// Current version of `stream` (0 when it does not exist).
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError>;
 

@@ -184,6 +184,17 @@ async fn idempotency_same_and_different_request(store: Store) {
         .unwrap_err();
     assert!(matches!(err, StoreError::IdempotencyKeyReused { ref key } if key == "key-1"));
     assert_eq!(store.stream_version(&s).await.unwrap(), 2);
+    // recall: the recorded result without appending; a mismatch is the same typed error.
+    let recalled = store.recall(&s, &key).await.unwrap().expect("recorded");
+    assert!(recalled.replayed);
+    assert_eq!(recalled.positions, first.positions);
+    let unknown = Idempotency::for_events("never-used", &events);
+    assert!(store.recall(&s, &unknown).await.unwrap().is_none());
+    let other = Idempotency::for_events("key-1", &[ev("different", 9)]);
+    assert!(matches!(
+        store.recall(&s, &other).await,
+        Err(StoreError::IdempotencyKeyReused { .. })
+    ));
     // Another key appends normally.
     let k2 = Idempotency::for_events("key-2", &[ev("third", 3)]);
     let r = store

@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod projections;
+pub mod serve;
 
 use clap::Args;
 use jobsource_eventstore::{RedisStore, StoreConfig};

@@ -7,6 +7,7 @@
 //!                                       bucket = fnv1a(stream) >> 32 mod 1024
 //! <prefix>:{p<N>}:h:<stream>            list: log entry id of each version (index = version - 1)
 //! <prefix>:{p<N>}:idem:<stream>:<key>   string with TTL: "<fingerprint>\n<first> <last> <ids>"
+//! <prefix>:reserve:<name>               string with TTL: the id a create's idempotency key reserved
 //! ```
 //! The envelope is stored once, in the partition log; a stream's history is only the list of
 //! its entry ids (~17 bytes per event), which is what keeps memory per event low.
@@ -57,6 +58,11 @@ impl Keys {
     /// `<prefix>:{p<N>}:h:<stream>`.
     pub fn history(&self, partition: u32, stream: &str) -> String {
         format!("{}:{{p{partition}}}:h:{stream}", self.prefix)
+    }
+
+    /// `<prefix>:reserve:<name>` (an id reserved for an idempotency key).
+    pub fn reservation(&self, name: &str) -> String {
+        format!("{}:reserve:{name}", self.prefix)
     }
 
     /// `<prefix>:{p<N>}:idem:<stream>:<key>`.

@@ -19,7 +19,7 @@ use redis::{AsyncCommands, Script, Value};
 
 pub use keys::Keys;
 
-use crate::append::{AppendRequest, AppendResult, ExpectedVersion, StoreConfig};
+use crate::append::{AppendRequest, AppendResult, ExpectedVersion, Idempotency, StoreConfig};
 use crate::codec;
 use crate::envelope::RecordedEvent;
 use crate::error::{DecodeError, StoreError};
@@ -240,6 +240,21 @@ pub(crate) fn map_redis_error(url: &str, e: redis::RedisError) -> StoreError {
     }
 }
 
+/// Parses an idempotency record `"<first> <last> <id>,<id>..."` into a replayed result.
+fn parse_record(p: u32, stream: String, record: &str) -> Option<AppendResult> {
+    let mut it = record.splitn(3, ' ');
+    let first_version = it.next()?.parse().ok()?;
+    let last_version = it.next()?.parse().ok()?;
+    let positions = parse_positions(p, it.next().unwrap_or("").split(','))?;
+    Some(AppendResult {
+        stream,
+        first_version,
+        last_version,
+        positions,
+        replayed: true,
+    })
+}
+
 /// Parses log entry ids returned by the append script into positions of partition `p`.
 fn parse_positions<'a>(p: u32, ids: impl Iterator<Item = &'a str>) -> Option<Vec<Position>> {
     ids.map(|id| id.parse().ok().map(|id| Position::new(p, id)))
@@ -389,29 +404,53 @@ impl EventStore for RedisStore {
                 key: request.idempotency.map(|i| i.key).unwrap_or_default(),
             }),
             Some("REPLAY") => {
-                // record: "<first> <last> <id>,<id>..."
                 let record = reply.get(1).ok_or_else(unexpected)?;
-                let mut it = record.splitn(3, ' ');
-                let first = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(unexpected)?;
-                let last = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(unexpected)?;
-                let positions = parse_positions(p, it.next().unwrap_or("").split(','))
-                    .ok_or_else(unexpected)?;
-                Ok(AppendResult {
-                    stream: request.stream,
-                    first_version: first,
-                    last_version: last,
-                    positions,
-                    replayed: true,
-                })
+                parse_record(p, request.stream, record).ok_or_else(unexpected)
             }
             _ => Err(unexpected()),
         }
+    }
+
+    async fn recall(
+        &self,
+        stream: &str,
+        idempotency: &Idempotency,
+    ) -> Result<Option<AppendResult>, StoreError> {
+        let p = partition_of(stream, self.config.partitions);
+        let mut conn = self.conn.clone();
+        let record: Option<String> = conn
+            .get(self.keys.idempotency(p, stream, &idempotency.key))
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let bad = || StoreError::Backend(format!("unreadable idempotency record for {stream}"));
+        let (fingerprint, rest) = record.split_once('\n').ok_or_else(bad)?;
+        if fingerprint != idempotency.fingerprint {
+            return Err(StoreError::IdempotencyKeyReused {
+                key: idempotency.key.clone(),
+            });
+        }
+        parse_record(p, stream.to_owned(), rest)
+            .map(Some)
+            .ok_or_else(bad)
+    }
+
+    async fn reserve(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        let mut conn = self.conn.clone();
+        // SET NX GET: sets when absent and returns the previous value either way (Redis 7).
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(self.keys.reservation(name))
+            .arg(value)
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg((self.config.idempotency_retention.as_millis() as u64).max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(previous.unwrap_or_else(|| value.to_owned()))
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {

@@ -1,0 +1,68 @@
+//! `jobsource serve` arguments (flags or environment, SPEC section 7).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::http::HttpConfig;
+use crate::serve::ServeConfig;
+
+/// Configuration of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Listen address.
+    #[arg(long, env = "JOBSOURCE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Redis URL of the event store; without it, embedded mode (nothing persists).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// PostgreSQL URL (read models, archive); required with REDIS_URL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Key prefix of the event store.
+    #[arg(long, env = "JOBSOURCE_PREFIX", default_value = "jobsource")]
+    pub prefix: String,
+    /// Partition count (fixed when the store is first used).
+    #[arg(long, env = "JOBSOURCE_PARTITIONS", default_value_t = 16)]
+    pub partitions: u32,
+    /// Namespace of the Redis read model (default: the prefix; empty: the seed's bare keys).
+    #[arg(long, env = "JOBSOURCE_READ_PREFIX")]
+    pub read_prefix: Option<String>,
+    /// Comma-separated API keys; when set, /v1 and /api need one.
+    #[arg(long, env = "JOBSOURCE_API_KEYS", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+    /// Job-type catalog (TOML, see job-types.example.toml).
+    #[arg(long, env = "JOBSOURCE_JOB_TYPES_FILE")]
+    pub job_types_file: Option<PathBuf>,
+    /// Request body limit in bytes.
+    #[arg(long, env = "JOBSOURCE_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+}
+
+impl ServeArgs {
+    /// The server configuration (empty strings count as unset).
+    pub fn config(self) -> ServeConfig {
+        let non_empty = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
+        ServeConfig {
+            listen: self.listen,
+            redis_url: non_empty(self.redis_url),
+            database_url: non_empty(self.database_url),
+            prefix: self.prefix,
+            partitions: self.partitions,
+            read_prefix: self.read_prefix,
+            job_types_file: self.job_types_file.filter(|p| !p.as_os_str().is_empty()),
+            http: HttpConfig {
+                api_keys: self
+                    .api_keys
+                    .into_iter()
+                    .map(|k| k.trim().to_owned())
+                    .filter(|k| !k.is_empty())
+                    .collect(),
+                body_limit: self.body_limit,
+                ..HttpConfig::default()
+            },
+            ..ServeConfig::default()
+        }
+    }
+}

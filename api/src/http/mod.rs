@@ -1,0 +1,205 @@
+//! The HTTP layer: [`app`] builds the router over an [`AppState`].
+//!
+//! Middleware, outermost first: correlation id (read or generated, echoed, attached to
+//! every log line of the request), API-key auth on `/v1` (and `/api`), the body limit.
+//! Handlers are thin: they parse, call the command/query layer, and shape the answer;
+//! errors become responses in one place ([`error`]).
+
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod openapi;
+pub mod v1;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use self::error::ApiError;
+use self::extract::CorrelationId;
+use crate::read::{ProjectionStatus, ReadSide};
+use crate::service::Service;
+
+/// HTTP settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Accepted API keys; empty = no auth.
+    pub api_keys: Vec<String>,
+    /// Request body limit in bytes (default 1 MiB).
+    pub body_limit: usize,
+    /// Longest read-your-writes wait.
+    pub min_position_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            api_keys: Vec::new(),
+            body_limit: 1024 * 1024,
+            min_position_timeout: v1::DEFAULT_MIN_POSITION_TIMEOUT,
+        }
+    }
+}
+
+struct Inner {
+    service: Arc<Service>,
+    read: Arc<dyn ReadSide>,
+    background: Vec<Arc<dyn StatusSource>>,
+    config: HttpConfig,
+    shutting_down: AtomicBool,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl AppState {
+    /// State over a command service and a read side.
+    pub fn new(
+        service: Arc<Service>,
+        read: Arc<dyn ReadSide>,
+        background: Vec<Arc<dyn StatusSource>>,
+        config: HttpConfig,
+    ) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                service,
+                read,
+                background,
+                config,
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The command layer.
+    pub fn service(&self) -> &Arc<Service> {
+        &self.inner.service
+    }
+
+    /// The query layer.
+    pub fn read(&self) -> &Arc<dyn ReadSide> {
+        &self.inner.read
+    }
+
+    /// HTTP settings.
+    pub fn config(&self) -> &HttpConfig {
+        &self.inner.config
+    }
+
+    /// Marks the server as draining (`/health/ready` answers 503 from now on).
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`AppState::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Status rows of the background subscribers (orchestrator, ...).
+    pub async fn orchestrator_status(&self) -> Vec<ProjectionStatus> {
+        let mut rows = Vec::new();
+        for source in &self.inner.background {
+            rows.extend(source.status_rows().await);
+        }
+        rows
+    }
+}
+
+/// A background subscriber that reports per-partition status (shown with projections).
+#[async_trait::async_trait]
+pub trait StatusSource: Send + Sync + 'static {
+    /// One row per partition.
+    async fn status_rows(&self) -> Vec<ProjectionStatus>;
+}
+
+const CORRELATION: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// Reads (or generates) the correlation id, runs the request inside a span carrying it,
+/// and echoes it on the response.
+async fn correlation(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&CORRELATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| Uuid::now_v7().to_string());
+    req.extensions_mut().insert(CorrelationId(id.clone()));
+    let span = tracing::info_span!("request", correlation_id = %id,
+        method = %req.method(), path = %req.uri().path());
+    let mut response = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(status = response.status().as_u16(), "answered");
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(CORRELATION, v);
+    }
+    response
+}
+
+/// `Authorization: Bearer <key>` or `X-API-Key: <key>` when keys are configured.
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let keys = &state.config().api_keys;
+    if keys.is_empty() {
+        return next.run(req).await;
+    }
+    let headers = req.headers();
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let api_key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let ok = [bearer, api_key]
+        .into_iter()
+        .flatten()
+        .any(|k| keys.iter().any(|known| known == k));
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound {
+        code: "NOT_FOUND",
+        message: "no such route".into(),
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let protected = Router::new()
+        .nest("/v1", v1::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .merge(protected)
+        .route("/health", get(health::health))
+        .route("/health/ready", get(health::ready))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config().body_limit))
+        .layer(middleware::from_fn(correlation))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,71 @@
+//! The OpenAPI document served at `/openapi.json` (bring your own viewer).
+
+use axum::Json;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::error::{ErrorBody, ErrorDetail, FieldDetail};
+use super::health::Health;
+use super::v1::{admin, dto, events, jobs, workers, workflows};
+use crate::read::{
+    JobStats, JobView, Page, ProjectionStatus, StepView, WorkflowStats, WorkflowView,
+};
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "jobsource", description = "Event-sourced job and workflow core. When JOBSOURCE_API_KEYS is set, /v1 and /api routes need `Authorization: Bearer <key>` or `X-API-Key`."),
+    paths(
+        jobs::submit, jobs::assign, jobs::progress, jobs::complete, jobs::fail, jobs::cancel,
+        jobs::get, jobs::list, jobs::stats, jobs::events,
+        workers::claim,
+        workflows::create, workflows::cancel, workflows::get, workflows::list, workflows::stats,
+        workflows::events,
+        events::page,
+        admin::projections, admin::rebuild,
+        super::health::health, super::health::ready,
+    ),
+    components(schemas(
+        ErrorBody, ErrorDetail, FieldDetail, Health,
+        JobView, StepView, WorkflowView, JobStats, WorkflowStats, ProjectionStatus,
+        Page<JobView>, Page<WorkflowView>,
+        dto::SubmitJobRequest, dto::RequirementsBody, dto::AssignRequest, dto::ProgressRequest,
+        dto::CompleteRequest, dto::FailRequest, dto::JobErrorBody, dto::CancelRequest,
+        dto::ClaimRequest, dto::StepRequest, dto::CreateWorkflowRequest,
+        dto::JobCommandResponse, dto::WorkflowCommandResponse, dto::ClaimResponse,
+        dto::EventView, dto::StreamEvents, dto::EventPageResponse, dto::RebuildRequest,
+        dto::RebuildResponse, dto::ProjectionsResponse,
+    )),
+    modifiers(&Security),
+    security(("bearer" = []), ("api_key" = [])),
+    tags(
+        (name = "jobs", description = "Submit, drive and read jobs"),
+        (name = "workflows", description = "Multi-step workflows"),
+        (name = "workers", description = "Worker claims"),
+        (name = "audit", description = "Audit and replay"),
+        (name = "projections", description = "Read models"),
+        (name = "health", description = "Health"),
+    )
+)]
+pub struct ApiDoc;
+
+/// `GET /openapi.json`.
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

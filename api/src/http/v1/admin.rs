@@ -1,0 +1,49 @@
+//! `/v1/projections`: projection status and rebuilds.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use jobsource_eventstore::Offset;
+
+use super::dto::{ProjectionsResponse, RebuildRequest, RebuildResponse};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::OptionalJsonBody;
+use crate::http::AppState;
+
+/// Status of every projection (and the orchestrator) per partition.
+#[utoipa::path(get, path = "/v1/projections", tag = "projections",
+    responses((status = 200, body = ProjectionsResponse), (status = 503, body = ErrorBody)))]
+pub async fn projections(
+    State(state): State<AppState>,
+) -> Result<Json<ProjectionsResponse>, ApiError> {
+    let mut projections = state.read().projections().await?;
+    projections.extend(state.orchestrator_status().await);
+    Ok(Json(ProjectionsResponse { projections }))
+}
+
+/// Rebuild a projection beside the live one and swap when caught up.
+#[utoipa::path(post, path = "/v1/projections/{name}/rebuild", tag = "projections",
+    request_body = Option<RebuildRequest>, params(("name" = String, Path)),
+    responses((status = 202, body = RebuildResponse), (status = 400, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn rebuild(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: OptionalJsonBody<RebuildRequest>,
+) -> Result<(StatusCode, Json<RebuildResponse>), ApiError> {
+    let from: Offset = match body.value.from.as_deref() {
+        None | Some("") => Offset::Start,
+        Some(s) => s
+            .parse()
+            .map_err(|e| ApiError::malformed("from", format!("not an offset: {e}")))?,
+    };
+    state.read().rebuild(&name, from.clone()).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RebuildResponse {
+            projection: name,
+            from: from.to_string(),
+            status_url: "/v1/projections".into(),
+        }),
+    ))
+}

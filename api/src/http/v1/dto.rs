@@ -1,0 +1,521 @@
+//! Request and response bodies of the `/v1` surface (also the OpenAPI schemas).
+//!
+//! Numeric fields with a range (`priority`, `progress`, `max_retries`) are read as wide
+//! integers and range-checked into `VALIDATION_FAILED` with the field named, rather than
+//! failing JSON decoding with a less helpful message.
+
+use jobsource_domain::job::{
+    AssignJob, CancelJob, CompleteJob, FailJob, JobError, ReportProgress, Requirements, SubmitJob,
+};
+use jobsource_domain::workflow::{CreateWorkflow, StepSpec};
+use jobsource_domain::{DomainError, FieldError};
+use jobsource_eventstore::RecordedEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::read::JobView;
+
+fn in_range(
+    field: &str,
+    v: Option<i64>,
+    lo: i64,
+    hi: i64,
+    errors: &mut Vec<FieldError>,
+) -> Option<i64> {
+    match v {
+        Some(n) if n < lo || n > hi => {
+            errors.push(FieldError::new(
+                field,
+                format!("must be between {lo} and {hi}"),
+            ));
+            None
+        }
+        other => other,
+    }
+}
+
+/// Requirements of a job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequirementsBody {
+    /// Capabilities a worker must have (default: `[type]`).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// GPU memory in GB.
+    #[serde(default)]
+    pub gpu_memory: Option<f64>,
+}
+
+/// `POST /v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJobRequest {
+    /// Job type, `[a-z0-9][a-z0-9._-]{0,63}`.
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// Prompt.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Free-form parameters.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: Map<String, Value>,
+    /// 0..=100, default 50.
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// Requirements (default `{capabilities: [type]}`).
+    #[serde(default)]
+    pub requirements: Option<RequirementsBody>,
+    /// Receives `job_completed` and terminal `job_failed`.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Jobs that must complete first (the job waits until then).
+    #[serde(default)]
+    pub depends_on: Vec<Uuid>,
+    /// 0..=100, default 3.
+    #[serde(default)]
+    pub max_retries: Option<i64>,
+}
+
+impl SubmitJobRequest {
+    /// The domain command (range errors as a validation failure).
+    pub fn into_command(self) -> Result<SubmitJob, DomainError> {
+        let mut errors = Vec::new();
+        let priority = in_range("priority", self.priority, 0, 100, &mut errors);
+        let max_retries = in_range("max_retries", self.max_retries, 0, 100, &mut errors);
+        if !errors.is_empty() {
+            return Err(DomainError::Validation(errors));
+        }
+        let defaults = SubmitJob::default();
+        Ok(SubmitJob {
+            job_id: Uuid::nil(),
+            job_type: self.job_type,
+            prompt: self.prompt,
+            parameters: self.parameters,
+            priority: priority.map_or(defaults.priority, |p| p as u8),
+            requirements: self.requirements.map(|r| Requirements {
+                capabilities: r.capabilities,
+                gpu_memory: r.gpu_memory,
+            }),
+            webhook_url: self.webhook_url,
+            workflow_id: None,
+            step_index: None,
+            depends_on: self.depends_on,
+            max_retries: max_retries.map_or(defaults.max_retries, |m| m as u32),
+        })
+    }
+}
+
+/// `POST /v1/jobs/{id}/assign`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRequest {
+    /// Worker taking the job.
+    pub worker_id: String,
+    /// Machine the worker runs on.
+    pub machine_id: String,
+}
+
+impl From<AssignRequest> for AssignJob {
+    fn from(r: AssignRequest) -> Self {
+        AssignJob {
+            worker_id: r.worker_id,
+            machine_id: r.machine_id,
+        }
+    }
+}
+
+/// `POST /v1/jobs/{id}/progress`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressRequest {
+    /// 0..=100; never decreases within an attempt.
+    pub progress: i64,
+    /// Stage name.
+    #[serde(default)]
+    pub stage: Option<String>,
+    /// Message.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl ProgressRequest {
+    /// The domain command.
+    pub fn into_command(self) -> Result<ReportProgress, DomainError> {
+        let mut errors = Vec::new();
+        let progress = in_range("progress", Some(self.progress), 0, 100, &mut errors);
+        match progress {
+            Some(p) if errors.is_empty() => Ok(ReportProgress {
+                progress: p as u8,
+                stage: self.stage,
+                message: self.message,
+            }),
+            _ => Err(DomainError::Validation(errors)),
+        }
+    }
+}
+
+/// `POST /v1/jobs/{id}/complete`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// Result (any JSON).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub result: Value,
+    /// Run time.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+}
+
+impl From<CompleteRequest> for CompleteJob {
+    fn from(r: CompleteRequest) -> Self {
+        CompleteJob {
+            result: r.result,
+            duration_ms: r.duration_ms,
+        }
+    }
+}
+
+/// An error reported by a worker.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobErrorBody {
+    /// Machine-readable code.
+    pub code: String,
+    /// Message.
+    pub message: String,
+}
+
+/// `POST /v1/jobs/{id}/fail`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    /// What went wrong.
+    pub error: JobErrorBody,
+    /// Retry if the budget allows (default true).
+    #[serde(default = "yes")]
+    pub retryable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl From<FailRequest> for FailJob {
+    fn from(r: FailRequest) -> Self {
+        FailJob {
+            error: JobError {
+                code: r.error.code,
+                message: r.error.message,
+            },
+            retryable: r.retryable,
+        }
+    }
+}
+
+/// `POST /v1/jobs/{id}/cancel` and `POST /v1/workflows/{id}/cancel` (body optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl From<CancelRequest> for CancelJob {
+    fn from(r: CancelRequest) -> Self {
+        CancelJob { reason: r.reason }
+    }
+}
+
+/// `POST /v1/workers/{worker_id}/claim`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// Machine the worker runs on.
+    pub machine_id: String,
+    /// What the worker can run (a job's required capabilities must all be here).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// One workflow step.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepRequest {
+    /// Job type.
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// Prompt.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Parameters.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Map<String, Value>>,
+    /// Indices of earlier steps this one waits for.
+    #[serde(default)]
+    pub depends_on: Vec<u32>,
+}
+
+/// `POST /v1/workflows`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkflowRequest {
+    /// Name (required, non-empty).
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// 1..=50 steps; a step may depend only on earlier ones.
+    pub steps: Vec<StepRequest>,
+    /// Receives `workflow_completed` and `workflow_failed`.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+}
+
+impl From<CreateWorkflowRequest> for CreateWorkflow {
+    fn from(r: CreateWorkflowRequest) -> Self {
+        CreateWorkflow {
+            workflow_id: Uuid::nil(),
+            job_ids: Vec::new(),
+            name: r.name,
+            description: r.description,
+            steps: r
+                .steps
+                .into_iter()
+                .map(|s| StepSpec {
+                    job_type: s.job_type,
+                    prompt: s.prompt,
+                    parameters: s.parameters,
+                    depends_on: s.depends_on,
+                })
+                .collect(),
+            webhook_url: r.webhook_url,
+        }
+    }
+}
+
+/// Answer of a job command.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobCommandResponse {
+    /// Job id.
+    pub job_id: Uuid,
+    /// Status after the command.
+    pub status: String,
+    /// Stream version after the command.
+    pub version: u64,
+    /// Position of the last event written (`null` when the command changed nothing);
+    /// pass as `min_position` to read your write.
+    pub position: Option<String>,
+    /// True when this answer is the recorded result of an earlier request with the
+    /// same `Idempotency-Key`.
+    pub replayed: bool,
+}
+
+/// Answer of a workflow command.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkflowCommandResponse {
+    /// Workflow id.
+    pub workflow_id: Uuid,
+    /// One job per step, in step order.
+    pub job_ids: Vec<Uuid>,
+    /// Status after the command.
+    pub status: String,
+    /// Stream version after the command.
+    pub version: u64,
+    /// Position of the last event written.
+    pub position: Option<String>,
+    /// True for a replayed idempotent request.
+    pub replayed: bool,
+}
+
+/// A claimed job: the job and the position of its `job_assigned`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClaimResponse {
+    /// The job, assigned to the worker.
+    pub job: JobView,
+    /// Stream version after the assignment.
+    pub version: u64,
+    /// Position of the `job_assigned` event.
+    pub position: Option<String>,
+}
+
+/// A stored event with its position.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventView {
+    /// `<partition>@<log id>`.
+    pub position: String,
+    /// Event id (UUID v7).
+    pub event_id: Uuid,
+    /// `job-<uuid>` or `workflow-<uuid>`.
+    pub stream: String,
+    /// 1-based version in the stream.
+    pub version: u64,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Payload schema version.
+    pub schema: u32,
+    /// Append time (RFC 3339, ms).
+    pub occurred_at: String,
+    /// Correlation id.
+    pub correlation_id: String,
+    /// What caused it.
+    pub causation_id: Option<String>,
+    /// Metadata (`actor`, ...).
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    /// Payload.
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+impl From<RecordedEvent> for EventView {
+    fn from(e: RecordedEvent) -> Self {
+        let env = e.envelope;
+        EventView {
+            position: e.position.to_string(),
+            event_id: env.event_id,
+            stream: env.stream,
+            version: env.version,
+            event_type: env.event_type,
+            schema: env.schema,
+            occurred_at: crate::read::view::timestamp(env.occurred_at),
+            correlation_id: env.correlation_id,
+            causation_id: env.causation_id,
+            metadata: env.metadata,
+            data: env.data,
+        }
+    }
+}
+
+/// The events of one stream.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StreamEvents {
+    /// Stream name.
+    pub stream: String,
+    /// Envelopes in version order.
+    pub events: Vec<EventView>,
+}
+
+/// A page of `GET /v1/events`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventPageResponse {
+    /// Matching events in global order.
+    pub events: Vec<EventView>,
+    /// Pass as `after` for the next page (one position per partition).
+    pub next_cursor: String,
+    /// Whether the log held more entries past `next_cursor` when read.
+    pub more: bool,
+}
+
+/// `GET /v1/jobs/{id}` parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobGetParams {
+    /// Fold the history up to this version (time travel).
+    pub as_of_version: Option<u64>,
+    /// Fold the history up to this time (RFC 3339).
+    pub as_of: Option<String>,
+    /// Wait until the read model has passed this position (read-your-writes).
+    pub min_position: Option<String>,
+}
+
+/// `GET /v1/jobs` parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobListParams {
+    /// Status filter.
+    pub status: Option<String>,
+    /// Type filter.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub job_type: Option<String>,
+    /// Workflow filter.
+    pub workflow_id: Option<Uuid>,
+    /// Page size (1..=500, default 50).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<Uuid>,
+    /// Wait until the list model has passed this position.
+    pub min_position: Option<String>,
+}
+
+/// `GET /v1/workflows` parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WorkflowListParams {
+    /// Status filter.
+    pub status: Option<String>,
+    /// Page size (1..=500, default 50).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<Uuid>,
+    /// Wait until the list model has passed this position.
+    pub min_position: Option<String>,
+}
+
+/// Stats parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsParams {
+    /// `hour`, `day` or `week` (default: all time).
+    pub timeframe: Option<String>,
+    /// Wait until the list model has passed this position.
+    pub min_position: Option<String>,
+}
+
+/// `GET /v1/workflows/{id}` parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MinPositionParams {
+    /// Wait until the read model has passed this position.
+    pub min_position: Option<String>,
+}
+
+/// `GET /v1/events` parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsParams {
+    /// Offset: `start` (default), `end`, an RFC 3339 time, or `p@id,...` positions.
+    pub after: Option<String>,
+    /// Type glob, e.g. `job_*`.
+    pub types: Option<String>,
+    /// One stream only.
+    pub stream: Option<String>,
+    /// One correlation id only.
+    pub correlation_id: Option<String>,
+    /// Page size (1..=1000, default 100).
+    pub limit: Option<usize>,
+}
+
+/// `POST /v1/projections/{name}/rebuild`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RebuildRequest {
+    /// Offset to rebuild from (default `start`).
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+/// Answer of a rebuild request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RebuildResponse {
+    /// Projection.
+    pub projection: String,
+    /// Offset it rebuilds from.
+    pub from: String,
+    /// Where to watch progress.
+    pub status_url: String,
+}
+
+/// `GET /v1/projections`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProjectionsResponse {
+    /// Per projection and partition.
+    pub projections: Vec<crate::read::ProjectionStatus>,
+}

@@ -1,0 +1,115 @@
+//! The query side: what `GET` endpoints and worker claims read.
+//!
+//! [`ReadSide`] has two implementations with the same answers: [`full::FullReadSide`]
+//! (the `redis` projection's hashes and pending zset for hot lookups and claims, the
+//! `postgres` projection for lists and stats) and [`memory::MemoryReadModel`] (embedded
+//! mode: everything folded in process). Read models lag the log by a few milliseconds;
+//! a caller that must see its own write passes the position its command answered with,
+//! and [`wait_for`] holds the query until the model has passed it.
+
+pub mod full;
+pub mod memory;
+pub mod view;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use jobsource_eventstore::{Offset, Position};
+use uuid::Uuid;
+
+pub use view::{
+    JobQuery, JobStats, JobView, Page, ProjectionStatus, StepView, WorkflowQuery, WorkflowStats,
+    WorkflowView,
+};
+
+use crate::service::ServiceError;
+
+/// Which read model a query is served from (for read-your-writes waits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// Job and workflow lookups and the pending queue (`redis` projection).
+    Hot,
+    /// Lists and stats (`postgres` projection).
+    Lists,
+}
+
+/// A pending job as the claim queue orders it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingEntry {
+    /// Priority (claims take the highest first).
+    pub priority: u8,
+    /// Job id (UUID v7: FIFO within a priority).
+    pub job_id: Uuid,
+}
+
+/// Queries every deployment answers.
+#[async_trait]
+pub trait ReadSide: Send + Sync + 'static {
+    /// `embedded` or `redis+postgres`.
+    fn mode(&self) -> &'static str;
+
+    /// One job (hot model).
+    async fn job(&self, id: Uuid) -> Result<Option<JobView>, ServiceError>;
+
+    /// A page of jobs, oldest first, filtered.
+    async fn jobs(&self, query: &JobQuery) -> Result<Page<JobView>, ServiceError>;
+
+    /// Counts of jobs created since `since` (all when `None`).
+    async fn job_stats(&self, since: Option<DateTime<Utc>>) -> Result<JobStats, ServiceError>;
+
+    /// One workflow with its steps (hot model).
+    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowView>, ServiceError>;
+
+    /// A page of workflows (without steps), oldest first.
+    async fn workflows(&self, query: &WorkflowQuery) -> Result<Page<WorkflowView>, ServiceError>;
+
+    /// Counts of workflows created since `since`.
+    async fn workflow_stats(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<WorkflowStats, ServiceError>;
+
+    /// Up to `limit` pending jobs in claim order (priority descending, then oldest first),
+    /// strictly after `after` in that order.
+    async fn pending(
+        &self,
+        after: Option<PendingEntry>,
+        limit: usize,
+    ) -> Result<Vec<PendingEntry>, ServiceError>;
+
+    /// Whether `model` has applied the event at `position` (and everything before it in
+    /// that partition).
+    async fn has_reached(&self, model: Model, position: Position) -> Result<bool, ServiceError>;
+
+    /// Status of every projection per partition.
+    async fn projections(&self) -> Result<Vec<ProjectionStatus>, ServiceError>;
+
+    /// Starts rebuilding projection `name` from `from` in the background (the live model
+    /// keeps serving until the swap). Unknown names are a 404-style validation error.
+    async fn rebuild(&self, name: &str, from: Offset) -> Result<(), ServiceError>;
+
+    /// Backend checks for `/health`: (name, `Ok` or the failure).
+    async fn health(&self) -> Vec<(&'static str, Result<(), String>)>;
+}
+
+/// Waits (bounded by `timeout`) until `model` has passed `position`. Returns whether it did.
+pub async fn wait_for(
+    read: &dyn ReadSide,
+    model: Model,
+    position: Position,
+    timeout: Duration,
+) -> Result<bool, ServiceError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(1);
+    loop {
+        if read.has_reached(model, position).await? {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,339 @@
+//! `jobsource serve`: the API, the projectors and the orchestrator in one process.
+//!
+//! Full mode (`REDIS_URL` and `DATABASE_URL` set): the Redis event store, the `redis`,
+//! `postgres` and `archive` projections as durable workers with checkpoints, the
+//! orchestrator as a durable subscriber. Embedded mode (no `REDIS_URL`): the in-memory
+//! store, the in-memory read model and orchestrator; nothing persists.
+//!
+//! Shutdown drains: the server stops accepting, in-flight requests finish, then the
+//! background workers are told to stop and each does so at a batch boundary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobsource_eventstore::{EventStore, MemoryStore, RedisStore, StoreConfig, StoreError};
+use jobsource_projections::worker::{self, WorkerConfig};
+use jobsource_projections::{
+    redis_worker, Archive, PostgresReadModel, ProjectionError, RedisReadModel,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::http::{app, AppState, HttpConfig, StatusSource};
+use crate::orchestrator::{MemoryOrchestratorState, Orchestrator, RedisOrchestratorState};
+use crate::read::full::FullReadSide;
+use crate::read::memory::MemoryReadModel;
+use crate::read::{ProjectionStatus, ReadSide};
+use crate::service::Service;
+
+/// Everything `serve` is configured with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Redis URL; `None` = embedded mode.
+    pub redis_url: Option<String>,
+    /// PostgreSQL URL (required in full mode).
+    pub database_url: Option<String>,
+    /// Event store key prefix.
+    pub prefix: String,
+    /// Partition count.
+    pub partitions: u32,
+    /// Read-model namespace (`None` = the prefix; empty = the seed's bare keys).
+    pub read_prefix: Option<String>,
+    /// Job-type catalog file.
+    pub job_types_file: Option<PathBuf>,
+    /// HTTP settings.
+    pub http: HttpConfig,
+    /// Projection worker settings.
+    pub worker: WorkerConfig,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            redis_url: None,
+            database_url: None,
+            prefix: "jobsource".into(),
+            partitions: 16,
+            read_prefix: None,
+            job_types_file: None,
+            http: HttpConfig::default(),
+            worker: WorkerConfig {
+                batch: 500,
+                max_attempts: 5,
+                backoff: Duration::from_millis(100),
+            },
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The event store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// PostgreSQL or a projection.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    /// The job-type catalog.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// Bad configuration.
+    #[error("{0}")]
+    Config(String),
+    /// The listen socket.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state (service, read side).
+    pub state: AppState,
+    stop_http: watch::Sender<bool>,
+    stop_workers: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+#[async_trait::async_trait]
+impl StatusSource for Orchestrator {
+    async fn status_rows(&self) -> Vec<ProjectionStatus> {
+        self.status()
+            .await
+            .into_iter()
+            .map(
+                |(partition, checkpoint, state, last_error)| ProjectionStatus {
+                    projection: "orchestrator".into(),
+                    partition,
+                    checkpoint,
+                    lag: 0,
+                    state,
+                    last_error,
+                },
+            )
+            .collect()
+    }
+}
+
+impl Server {
+    /// Starts everything and begins serving.
+    pub async fn start(config: ServeConfig) -> Result<Server, ServeError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        Server::start_on(config, listener).await
+    }
+
+    /// Starts on an already bound listener (tests bind port 0).
+    pub async fn start_on(
+        config: ServeConfig,
+        listener: TcpListener,
+    ) -> Result<Server, ServeError> {
+        let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let catalog = match &config.job_types_file {
+            Some(path) => {
+                let c = Catalog::load(path)?;
+                tracing::info!(path = %path.display(), types = c.len(), "job-type catalog loaded");
+                Some(Arc::new(c))
+            }
+            None => None,
+        };
+        let store_config = StoreConfig {
+            prefix: config.prefix.clone(),
+            partitions: config.partitions,
+            ..StoreConfig::default()
+        };
+        let (stop_workers, workers_rx) = watch::channel(false);
+        let mut workers = Vec::new();
+        let (state, orchestrator) = match &config.redis_url {
+            None => {
+                tracing::warn!(
+                    "embedded mode: in-memory event store and read models; NOTHING PERSISTS \
+                     (set REDIS_URL and DATABASE_URL for the durable deployment)"
+                );
+                let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new(store_config));
+                let service = Arc::new(Service::new(store.clone(), catalog));
+                let model = MemoryReadModel::new(store.clone());
+                workers.push(tokio::spawn(model.clone().run(workers_rx.clone())));
+                let orchestrator = Arc::new(Orchestrator::new(
+                    service.clone(),
+                    Arc::new(MemoryOrchestratorState::default()),
+                ));
+                let read: Arc<dyn ReadSide> = model;
+                (
+                    AppState::new(
+                        service,
+                        read,
+                        vec![orchestrator.clone() as Arc<dyn StatusSource>],
+                        config.http.clone(),
+                    ),
+                    orchestrator,
+                )
+            }
+            Some(redis_url) => {
+                let database_url = config.database_url.as_deref().ok_or_else(|| {
+                    ServeError::Config(
+                        "REDIS_URL is set but DATABASE_URL is not: the durable deployment needs \
+                         both (unset REDIS_URL for embedded mode)"
+                            .into(),
+                    )
+                })?;
+                let redis = RedisStore::connect(redis_url, store_config).await?;
+                let conn = redis.connection();
+                let store: Arc<dyn EventStore> = Arc::new(redis);
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(database_url)
+                    .await
+                    .map_err(ProjectionError::Database)?;
+                jobsource_projections::migrate::migrate(&pool).await?;
+                let rm = config
+                    .read_prefix
+                    .clone()
+                    .unwrap_or_else(|| config.prefix.clone());
+                let model = Arc::new(RedisReadModel::new(conn.clone(), &rm));
+                let service = Arc::new(Service::new(store.clone(), catalog));
+                for projection in [
+                    Arc::new(Archive) as Arc<dyn jobsource_projections::PgProjection>,
+                    Arc::new(PostgresReadModel),
+                ] {
+                    let (store, pool, cfg, rx) = (
+                        store.clone(),
+                        pool.clone(),
+                        config.worker.clone(),
+                        workers_rx.clone(),
+                    );
+                    let name = projection.name().to_owned();
+                    workers.push(tokio::spawn(async move {
+                        if let Err(e) = worker::run(store, pool, projection, cfg, rx).await {
+                            tracing::error!(projection = %name, error = %e, "projection worker stopped");
+                        }
+                    }));
+                }
+                {
+                    let (store, model, cfg, rx) = (
+                        store.clone(),
+                        model.clone(),
+                        config.worker.clone(),
+                        workers_rx.clone(),
+                    );
+                    workers.push(tokio::spawn(async move {
+                        if let Err(e) = redis_worker::run(store, model, cfg, rx).await {
+                            tracing::error!(projection = "redis", error = %e, "projection worker stopped");
+                        }
+                    }));
+                }
+                let orchestrator = Arc::new(Orchestrator::new(
+                    service.clone(),
+                    Arc::new(RedisOrchestratorState::new(conn, &config.prefix)),
+                ));
+                let read: Arc<dyn ReadSide> =
+                    Arc::new(FullReadSide::new(store.clone(), model, pool));
+                (
+                    AppState::new(
+                        service,
+                        read,
+                        vec![orchestrator.clone() as Arc<dyn StatusSource>],
+                        config.http.clone(),
+                    ),
+                    orchestrator,
+                )
+            }
+        };
+        workers.push(tokio::spawn(orchestrator.run(workers_rx)));
+        let (stop_http, mut http_rx) = watch::channel(false);
+        let router = app(state.clone());
+        let http = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = http_rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        tracing::info!(%addr, mode = state.read().mode(), "jobsource listening");
+        Ok(Server {
+            addr,
+            state,
+            stop_http,
+            stop_workers,
+            http,
+            workers,
+        })
+    }
+
+    /// Drains: stop accepting, finish in-flight requests, then stop the workers at a
+    /// batch boundary.
+    pub async fn shutdown(self) {
+        self.state.begin_shutdown();
+        let _ = self.stop_http.send(true);
+        match self.http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "HTTP server ended with an error"),
+            Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+        }
+        let _ = self.stop_workers.send(true);
+        for w in self.workers {
+            if let Err(e) = w.await {
+                tracing::error!(error = %e, "background worker task failed");
+            }
+        }
+        tracing::info!("jobsource stopped");
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then drains.
+    pub async fn run_until_signal(self) {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested; draining");
+        self.shutdown().await;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
