@@ -11,6 +11,7 @@
 //!   `scripts/test` exports) are never stopped. A test that kills or restarts Redis starts
 //!   its own [`PrivateRedis`].
 
+pub mod app;
 pub mod db;
 pub mod drive;
 pub mod env;
@@ -18,6 +19,7 @@ pub mod pg_server;
 pub mod prefix;
 pub mod redis_server;
 
+pub use app::{spawn_app, spawn_app_with, Answer, TestApp};
 pub use db::TestDatabase;
 pub use drive::run_commands;
 pub use env::{database_url, redis_url, DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL};

@@ -26,7 +26,7 @@
 //! swap); one at a time per projection. The `redis` projection has no rebuild yet, over the
 //! API or the CLI.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -34,7 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsource_domain::workflow::StepSpec;
-use jobsource_eventstore::{EventStore, LogId, Offset, Position};
+use jobsource_eventstore::{Cursor, EventStore, LogId, Offset, Position};
 use jobsource_projections::{redis_worker, worker, PgProjection, ProjectionError, RedisReadModel};
 use redis::aio::ConnectionManager;
 use serde_json::{Map, Value};
@@ -200,22 +200,24 @@ impl FullReadSide {
             .await?)
     }
 
+    /// Log entries of partition `p` after `after` (at most [`LAG_CAP`]).
+    async fn lag(&self, p: u32, after: LogId, head: &Cursor) -> u64 {
+        if after >= head.after(p) {
+            return 0;
+        }
+        // An unreadable entry (the likely cause of a stall) must not hide the status: count
+        // it as the cap, like the PostgreSQL status does.
+        self.store
+            .read_partition(p, after, LAG_CAP)
+            .await
+            .map_or(LAG_CAP as u64, |e| e.len() as u64)
+    }
+
     /// The `redis` projection's status rows.
-    async fn redis_status(&self) -> Result<Vec<ProjectionStatus>, ServiceError> {
-        let head = self.store.head().await?;
+    async fn redis_status(&self, head: &Cursor) -> Result<Vec<ProjectionStatus>, ServiceError> {
         let mut out = Vec::new();
         for p in 0..self.store.partitions() {
             let checkpoint = self.redis.checkpoint(p).await.map_err(projection_error)?;
-            let lag = if checkpoint >= head.after(p) {
-                0
-            } else {
-                // An unreadable entry (the likely cause of a stall) must not hide the
-                // status: count it as the cap, like the PostgreSQL status does.
-                self.store
-                    .read_partition(p, checkpoint, LAG_CAP)
-                    .await
-                    .map_or(LAG_CAP as u64, |e| e.len() as u64)
-            };
             let stall = redis_worker::stalled(&self.redis, p)
                 .await
                 .map_err(projection_error)?;
@@ -223,7 +225,7 @@ impl FullReadSide {
                 projection: "redis".into(),
                 partition: p,
                 checkpoint: Position::new(p, checkpoint).to_string(),
-                lag,
+                lag: self.lag(p, checkpoint, head).await,
                 state: if stall.is_some() {
                     "stalled"
                 } else {
@@ -785,7 +787,26 @@ impl ReadSide for FullReadSide {
                 last_error: r.last_error.map(|e| with_position(e, r.error_position)),
             })
             .collect();
-        out.extend(self.redis_status().await?);
+        // A PostgreSQL projection gets its checkpoint row with its first applied batch, so
+        // partitions it never had events in have none: show them at the start of the log.
+        let head = self.store.head().await?;
+        let names: BTreeSet<String> = out.iter().map(|r| r.projection.clone()).collect();
+        for name in names {
+            for p in 0..self.store.partitions() {
+                if out.iter().any(|r| r.projection == name && r.partition == p) {
+                    continue;
+                }
+                out.push(ProjectionStatus {
+                    projection: name.clone(),
+                    partition: p,
+                    checkpoint: Position::new(p, LogId::ZERO).to_string(),
+                    lag: self.lag(p, LogId::ZERO, &head).await,
+                    state: "running".into(),
+                    last_error: None,
+                });
+            }
+        }
+        out.extend(self.redis_status(&head).await?);
         out.sort_by(|a, b| {
             (a.projection.as_str(), a.partition).cmp(&(b.projection.as_str(), b.partition))
         });
