@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jobsource_eventstore::EventStore;
 use redis::AsyncCommands;
 use tokio::sync::watch;
@@ -104,10 +103,8 @@ pub async fn run(
             }
         }
         if !progressed {
-            tokio::select! {
-                _ = tokio::time::timeout(Duration::from_secs(1), tail.next()) => {}
-                _ = shutdown.changed() => {}
-            }
+            crate::runtime::wait_for_append(&*store, &mut tail, &mut shutdown, Duration::from_secs(1))
+                .await;
         }
     }
     Ok(())

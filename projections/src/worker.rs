@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jobsource_eventstore::EventStore;
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -81,10 +80,8 @@ pub async fn run(
         if !progressed {
             // Caught up: wait for the next appended event (blocking tail), a shutdown,
             // or a second (to re-check stalls that were resumed).
-            tokio::select! {
-                _ = tokio::time::timeout(Duration::from_secs(1), tail.next()) => {}
-                _ = shutdown.changed() => {}
-            }
+            crate::runtime::wait_for_append(&*store, &mut tail, &mut shutdown, Duration::from_secs(1))
+                .await;
         }
     }
     Ok(())

@@ -901,3 +901,27 @@ async fn stage_is_cleared_by_a_retry() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// Known difference (reported, not fixed here): `<rm>:job:<id>:depends_on` is a Redis set,
+/// which loses the order dependencies were submitted in; `FullReadSide` answers them sorted
+/// by id, the embedded model in submission order.
+#[tokio::test]
+#[ignore = "the redis projection keeps depends_on as a set: submission order is lost"]
+async fn depends_on_keeps_submission_order() {
+    let mut env = Env::new("read_full_deps_order").await;
+    let older = env.submit(submit("upscale", 50)).await;
+    let newer = env.submit(submit("upscale", 50)).await;
+    let child = env
+        .submit(SubmitJob {
+            depends_on: vec![newer, older],
+            ..submit("upscale", 50)
+        })
+        .await;
+    env.catch_up().await;
+    let compare = std::panic::AssertUnwindSafe(env.assert_same_job(child, "waiting"));
+    let caught = futures::FutureExt::catch_unwind(compare).await;
+    env.finish().await;
+    if let Err(panic) = caught {
+        std::panic::resume_unwind(panic);
+    }
+}

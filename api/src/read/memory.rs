@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use jobsource_domain::job::{Job, JobEvent, JobStatus};
 use jobsource_domain::workflow::{Workflow, WorkflowEvent};
 use jobsource_eventstore::typed::from_envelope;
@@ -203,10 +202,13 @@ impl MemoryReadModel {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "embedded read model batch failed"),
             }
-            tokio::select! {
-                _ = tokio::time::timeout(Duration::from_millis(500), tail.next()) => {}
-                _ = shutdown.changed() => {}
-            }
+            jobsource_projections::runtime::wait_for_append(
+                &*self.store,
+                &mut tail,
+                &mut shutdown,
+                Duration::from_millis(500),
+            )
+            .await;
         }
     }
 }
