@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! <rm>:job:<id>              hash: id, type, status, priority, progress, stage, payload,
-//!                            requirements, webhook_url, workflow_id, step_index, worker_id,
+//!                            requirements, webhook_url, workflow_id, step_index, depends_on
+//!                            (JSON array, submission order), worker_id,
 //!                            machine_id, attempt, result, error, retry_count, max_retries,
 //!                            created_at, updated_at, started_at, completed_at, version
 //! <rm>:jobs:pending          zset, score = priority (claims take the highest score; job ids
@@ -339,6 +340,8 @@ impl RedisReadModel {
                         s.step_index.map(|i| i.to_string()).unwrap_or_default(),
                     ),
                     ("max_retries", s.max_retries.to_string()),
+                    // Ordered as submitted (the depends_on set below is for lookups).
+                    ("depends_on", js(&s.depends_on)),
                     ("retry_count", "0".into()),
                     ("attempt", "0".into()),
                     ("created_at", now.clone()),
@@ -380,6 +383,8 @@ impl RedisReadModel {
                     ("updated_at", now.clone()),
                 ]);
                 ops.op("HSETNX", k.job(&id), vec!["started_at".into(), now]);
+                // A new attempt has no stage yet (as in the domain and the other models).
+                ops.op("HDEL", k.job(&id), vec!["stage".into()]);
                 ops.op("ZREM", pending, vec![id.clone()]);
                 ops.op("SADD", assigned, vec![id]);
             }
@@ -422,6 +427,7 @@ impl RedisReadModel {
                         ("progress", "0".into()),
                         ("updated_at", now),
                     ]);
+                    ops.op("HDEL", k.job(&id), vec!["stage".into()]);
                     ops.op("ZADD_BY_PRIORITY", pending, vec![id]);
                 } else {
                     ops.hset(&[

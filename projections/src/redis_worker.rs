@@ -103,8 +103,13 @@ pub async fn run(
             }
         }
         if !progressed {
-            crate::runtime::wait_for_append(&*store, &mut tail, &mut shutdown, Duration::from_secs(1))
-                .await;
+            crate::runtime::wait_for_append(
+                &*store,
+                &mut tail,
+                &mut shutdown,
+                Duration::from_secs(1),
+            )
+            .await;
         }
     }
     Ok(())

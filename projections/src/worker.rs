@@ -80,8 +80,13 @@ pub async fn run(
         if !progressed {
             // Caught up: wait for the next appended event (blocking tail), a shutdown,
             // or a second (to re-check stalls that were resumed).
-            crate::runtime::wait_for_append(&*store, &mut tail, &mut shutdown, Duration::from_secs(1))
-                .await;
+            crate::runtime::wait_for_append(
+                &*store,
+                &mut tail,
+                &mut shutdown,
+                Duration::from_secs(1),
+            )
+            .await;
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 //!
 //! | query | served from |
 //! |---|---|
-//! | [`ReadSide::job`] | `<rm>:job:<id>` hash and `<rm>:job:<id>:depends_on` set (one pipelined round trip) |
+//! | [`ReadSide::job`] | `<rm>:job:<id>` hash (one `HGETALL`) |
 //! | [`ReadSide::workflow`] | `<rm>:workflow:<id>` hash, then every step job's hash (one pipeline) |
 //! | [`ReadSide::pending`] | the `<rm>:jobs:pending` zset (score = priority) |
 //! | [`ReadSide::jobs`], [`ReadSide::workflows`], stats | PostgreSQL tables `jobs`, `workflows` |
@@ -16,15 +16,16 @@
 //! field means "absent".
 //!
 //! Two choices worth knowing:
-//! - `depends_on` of a job comes from a Redis *set*, which does not keep the submission
-//!   order; it is answered sorted by id (UUID v7: creation order).
+//! - `depends_on` of a job comes from the hash's JSON field (submission order); the
+//!   `<rm>:job:<id>:depends_on` set is kept for seed clients that read it directly.
 //! - Lag in [`ReadSide::projections`] counts the log entries after the checkpoint, reading
 //!   at most [`LAG_CAP`] of them per partition (a larger lag shows as [`LAG_CAP`]).
 //!
 //! Rebuilds of the PostgreSQL projections (`postgres`, `archive`) run in a background task
 //! of this process ([`jobsource_projections::rebuild::rebuild`]: shadow tables, atomic
-//! swap); one at a time per projection. The `redis` projection has no rebuild yet, over the
-//! API or the CLI.
+//! swap); one at a time per projection. The trait gives an offset, not "resume", so each
+//! rebuild starts over from that offset (an unfinished shadow model is dropped). The
+//! `redis` projection has no rebuild yet, over the API or the CLI.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
@@ -329,7 +330,7 @@ impl Fields<'_> {
 fn job_from_hash(
     id: Uuid,
     map: &HashMap<String, String>,
-    mut depends_on: Vec<Uuid>,
+    depends_on: Vec<Uuid>,
 ) -> Result<Option<JobView>, ServiceError> {
     let f = Fields {
         kind: "job",
@@ -352,7 +353,6 @@ fn job_from_hash(
         ),
         _ => (None, Map::new()),
     };
-    depends_on.sort_unstable();
     Ok(Some(JobView {
         id: f.parsed("id")?.unwrap_or(id),
         job_type: f.string("type").unwrap_or_default(),
@@ -512,23 +512,17 @@ impl ReadSide for FullReadSide {
     async fn job(&self, id: Uuid) -> Result<Option<JobView>, ServiceError> {
         let keys = self.redis.keys();
         let mut conn = self.conn();
-        let (hash, deps): (HashMap<String, String>, Vec<String>) = redis::pipe()
-            .cmd("HGETALL")
+        let hash: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(keys.job(&id.to_string()))
-            .cmd("SMEMBERS")
-            .arg(keys.key(&format!("job:{id}:depends_on")))
             .query_async(&mut conn)
             .await?;
-        let depends_on = deps
-            .iter()
-            .map(|d| {
-                d.parse().map_err(|e| {
-                    ServiceError::Internal(format!(
-                        "redis read model: job {id}: depends_on member {d:?}: {e}"
-                    ))
-                })
-            })
-            .collect::<Result<Vec<Uuid>, _>>()?;
+        let depends_on = Fields {
+            kind: "job",
+            id,
+            map: &hash,
+        }
+        .json::<Vec<Uuid>>("depends_on")?
+        .unwrap_or_default();
         job_from_hash(id, &hash, depends_on)
     }
 
@@ -871,7 +865,7 @@ impl ReadSide for FullReadSide {
                     "rebuild swapped in"
                 ),
                 Err(e) => tracing::error!(projection = name, error = %e,
-                    "rebuild failed; the live model keeps serving (start it again to resume)"),
+                    "rebuild failed; the live model keeps serving (a new rebuild starts over)"),
             }
         });
         Ok(())
