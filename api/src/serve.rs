@@ -263,7 +263,9 @@ impl Server {
                 )
             }
         };
-        workers.push(tokio::spawn(orchestrator.run(workers_rx)));
+        workers.push(tokio::spawn(orchestrator.run(workers_rx.clone())));
+        crate::metrics::install();
+        workers.push(tokio::spawn(sample_status(state.clone(), workers_rx.clone())));
         let (stop_http, mut http_rx) = watch::channel(false);
         let router = app(state.clone());
         let http = tokio::spawn(async move {
@@ -308,6 +310,20 @@ impl Server {
         shutdown_signal().await;
         tracing::info!("shutdown requested; draining");
         self.shutdown().await;
+    }
+}
+
+/// Refreshes the projection lag and stall gauges every few seconds.
+async fn sample_status(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if let Ok(mut rows) = state.read().projections().await {
+            rows.extend(state.orchestrator_status().await);
+            crate::metrics::record_status(&rows);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => {}
+        }
     }
 }
 

@@ -70,8 +70,13 @@ pub async fn run(
             let mut delay = config.backoff;
             let mut attempt = 1;
             loop {
+                let started = std::time::Instant::now();
                 match model.run_batch(&*store, p, config.batch).await {
                     Ok(n) => {
+                        if n > 0 {
+                            metrics::histogram!(crate::worker::BATCH_DURATION, "projection" => "redis")
+                                .record(started.elapsed());
+                        }
                         progressed |= n > 0;
                         break;
                     }

@@ -16,6 +16,9 @@ use tokio::sync::watch;
 use crate::error::ProjectionError;
 use crate::runtime::{run_batch, PgProjection};
 
+/// Histogram of applied batches' durations (seconds), by `projection`.
+pub const BATCH_DURATION: &str = "jobsource_projection_batch_duration_seconds";
+
 /// Settings of a worker.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -61,8 +64,15 @@ pub async fn run(
                 }
                 Err(e) => return Err(e),
             }
+            let started = std::time::Instant::now();
             match apply_with_retries(&*store, &pool, &*projection, p, &config).await {
-                Ok(n) => progressed |= n > 0,
+                Ok(n) => {
+                    if n > 0 {
+                        metrics::histogram!(BATCH_DURATION, "projection" => projection.name().to_owned())
+                            .record(started.elapsed());
+                    }
+                    progressed |= n > 0
+                }
                 Err(e) => {
                     let at = first_position(&*store, &pool, projection.name(), p).await;
                     tracing::error!(projection = projection.name(), partition = p, error = %e,

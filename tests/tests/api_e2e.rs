@@ -586,3 +586,48 @@ async fn concurrent_commands_on_one_job_are_serialized() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_expose_the_documented_names() {
+    let app = spawn_app("e2e_metrics").await;
+    let id = app.submit(json!({"type": "upscale"})).await;
+    let key = [("idempotency-key", "m-1")];
+    let body = json!({"worker_id": "w", "machine_id": "m"});
+    app.call("POST", &format!("/v1/jobs/{id}/assign"), Some(&body), &key)
+        .await;
+    app.call("POST", &format!("/v1/jobs/{id}/assign"), Some(&body), &key)
+        .await;
+    app.eventually("/v1/jobs/stats", |s| s["total"] == 1).await;
+    // The sampler refreshes lag gauges every few seconds; wait for one round.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let text = loop {
+        let text = app
+            .client
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("jobsource_projection_lag_events")
+            || tokio::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    for name in [
+        "jobsource_events_appended_total{type=\"job_submitted\"}",
+        "jobsource_append_duration_seconds_bucket",
+        "jobsource_idempotent_replays_total",
+        "jobsource_projection_lag_events",
+        "jobsource_projection_stalled_partitions",
+        "jobsource_projection_batch_duration_seconds_bucket",
+        "jobsource_http_requests_total{method=\"POST\",route=\"/v1/jobs\",status=\"201\"}",
+        "jobsource_http_request_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+    app.stop().await;
+}

@@ -151,6 +151,24 @@ async fn correlation(mut req: Request, next: Next) -> Response {
     response
 }
 
+/// Counts requests by method, route template (not the raw path: ids would explode the
+/// label set) and status, and records their latency.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    metrics::histogram!(crate::metrics::HTTP_DURATION, "method" => method.clone(), "route" => route.clone())
+        .record(started.elapsed());
+    metrics::counter!(crate::metrics::HTTP_REQUESTS, "method" => method, "route" => route,
+        "status" => response.status().as_u16().to_string())
+    .increment(1);
+    response
+}
+
 /// `Authorization: Bearer <key>` or `X-API-Key: <key>` when keys are configured.
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let keys = &state.config().api_keys;
@@ -195,8 +213,10 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/health/ready", get(health::ready))
         .route("/openapi.json", get(openapi::document))
+        .route("/metrics", get(crate::metrics::render))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config().body_limit))
+        .route_layer(middleware::from_fn(track))
         .layer(middleware::from_fn(correlation))
         .with_state(state)
 }

@@ -286,6 +286,7 @@ impl Service {
         let _guard = self.locks.lock(stream).await;
         if let Some(idem) = &ctx.idempotency {
             if let Some(prev) = self.store.recall(stream, idem).await? {
+                metrics::counter!(crate::metrics::IDEMPOTENT_REPLAYS).increment(1);
                 return self.replayed(stream, &prev).await;
             }
         }
@@ -336,11 +337,19 @@ impl Service {
             let event_ids: Vec<Uuid> = new_events.iter().map(|e| e.event_id).collect();
             let mut request = AppendRequest::new(stream, expected, new_events);
             request.idempotency = ctx.idempotency.clone();
-            match self.store.append(request).await {
+            let started = std::time::Instant::now();
+            let appended = self.store.append(request).await;
+            metrics::histogram!(crate::metrics::APPEND_DURATION).record(started.elapsed());
+            match appended {
                 Ok(result) if result.replayed => {
+                    metrics::counter!(crate::metrics::IDEMPOTENT_REPLAYS).increment(1);
                     return self.replayed(stream, &result).await;
                 }
                 Ok(result) => {
+                    for e in &events {
+                        metrics::counter!(crate::metrics::EVENTS_APPENDED, "type" => e.event_type())
+                            .increment(1);
+                    }
                     let mut state = state;
                     for e in &events {
                         state.apply(e);
@@ -354,6 +363,7 @@ impl Service {
                     });
                 }
                 Err(StoreError::Conflict { actual, .. }) => {
+                    metrics::counter!(crate::metrics::APPEND_CONFLICTS).increment(1);
                     if creates {
                         return Err(DomainError::AlreadyExists { kind: A::KIND }.into());
                     }
