@@ -1,12 +1,13 @@
 //! The `postgres` projection: `jobs`, `workflows` and `workflow_steps` rows.
 //!
-//! Each event becomes one guarded statement: inserts use `ON CONFLICT DO NOTHING`, updates
-//! carry `WHERE version < <event version>`, so an event already applied (a re-delivery, a
-//! replay from an earlier offset) matches no row and changes nothing. Statements of a batch
-//! share the batch's transaction with the checkpoint.
-//!
-//! Not done yet: folding several events of one entity inside a batch into one write (the
-//! rebuild-speed work of the projections issue).
+//! Jobs (the bulk of the log) are folded per batch: all events of one job in a batch become
+//! one row, and all rows one `UNNEST` upsert ([`jobs`]). Workflow events (a few per
+//! workflow) are one guarded statement each: inserts use `ON CONFLICT DO NOTHING`, updates
+//! carry `WHERE version < <event version>`. Either way an event already applied (a
+//! re-delivery, a replay from an earlier offset) changes nothing, and every write shares
+//! the batch's transaction with the checkpoint.
+
+mod jobs;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,7 +15,7 @@ use jobsource_domain::job::JobEvent;
 use jobsource_domain::workflow::WorkflowEvent;
 use jobsource_eventstore::typed::from_envelope;
 use jobsource_eventstore::RecordedEvent;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 
 use crate::error::ProjectionError;
@@ -35,22 +36,39 @@ impl PgProjection for PostgresReadModel {
         tx: &mut Transaction<'_, Postgres>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
+        let mut job_changes = Vec::with_capacity(events.len());
         for e in events {
             let env = &e.envelope;
-            let at = Meta {
-                version: env.version as i64,
-                position: e.position.to_string(),
-                time: env.occurred_at,
-            };
             let bad = |err: jobsource_eventstore::DecodeError| ProjectionError::Apply {
                 position: e.position.to_string(),
                 message: err.to_string(),
             };
             if env.stream.starts_with("job-") {
-                apply_job(tx, &from_envelope::<JobEvent>(env).map_err(bad)?, &at).await?;
-            } else if env.stream.starts_with("workflow-") {
-                apply_workflow(tx, &from_envelope::<WorkflowEvent>(env).map_err(bad)?, &at).await?;
+                job_changes.push(jobs::JobChange {
+                    event: from_envelope::<JobEvent>(env).map_err(bad)?,
+                    version: env.version as i64,
+                    position: e.position.to_string(),
+                    at: env.occurred_at,
+                });
             }
+        }
+        // Jobs and workflows are independent rows, so jobs can go first as one write.
+        jobs::apply(tx, job_changes).await?;
+        for e in events {
+            let env = &e.envelope;
+            if !env.stream.starts_with("workflow-") {
+                continue;
+            }
+            let at = Meta {
+                version: env.version as i64,
+                position: e.position.to_string(),
+                time: env.occurred_at,
+            };
+            let event = from_envelope::<WorkflowEvent>(env).map_err(|err| ProjectionError::Apply {
+                position: e.position.to_string(),
+                message: err.to_string(),
+            })?;
+            apply_workflow(tx, &event, &at).await?;
         }
         Ok(())
     }
@@ -79,124 +97,6 @@ macro_rules! guarded_update {
         .execute(&mut **$tx)
         .await
     };
-}
-
-async fn apply_job(
-    tx: &mut Transaction<'_, Postgres>,
-    event: &JobEvent,
-    at: &Meta,
-) -> Result<(), ProjectionError> {
-    let id = event.job_id();
-    match event {
-        JobEvent::JobSubmitted(s) => {
-            sqlx::query(
-                "INSERT INTO jobs (id, type, status, priority, prompt, parameters, requirements, \
-                 webhook_url, workflow_id, step_index, depends_on, max_retries, created_at, \
-                 updated_at, version, position) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(id)
-            .bind(&s.job_type)
-            .bind(s.status.as_str())
-            .bind(i32::from(s.priority))
-            .bind(&s.prompt)
-            .bind(Value::Object(s.parameters.clone()))
-            .bind(json!(s.requirements))
-            .bind(&s.webhook_url)
-            .bind(s.workflow_id)
-            .bind(s.step_index.map(|i| i as i32))
-            .bind(&s.depends_on)
-            .bind(s.max_retries as i32)
-            .bind(at.time)
-            .bind(at.version)
-            .bind(&at.position)
-            .execute(&mut **tx)
-            .await?;
-        }
-        JobEvent::JobReleased { .. } => {
-            guarded_update!(tx, "jobs", "status = 'pending'", id, at)?;
-        }
-        JobEvent::JobAssigned {
-            worker_id,
-            machine_id,
-            attempt,
-            ..
-        } => {
-            guarded_update!(
-                tx,
-                "jobs",
-                "status = 'assigned', worker_id = $5, machine_id = $6, attempt = $7, \
-                 progress = 0, stage = NULL, started_at = coalesce(started_at, $4)",
-                id,
-                at,
-                worker_id,
-                machine_id,
-                *attempt as i32
-            )?;
-        }
-        JobEvent::JobProgress {
-            progress, stage, ..
-        } => {
-            guarded_update!(
-                tx,
-                "jobs",
-                "status = 'running', progress = $5, stage = coalesce($6, stage)",
-                id,
-                at,
-                i32::from(*progress),
-                stage
-            )?;
-        }
-        JobEvent::JobCompleted { result, .. } => {
-            guarded_update!(
-                tx,
-                "jobs",
-                "status = 'completed', progress = 100, result = $5, completed_at = $4",
-                id,
-                at,
-                result
-            )?;
-        }
-        JobEvent::JobFailed {
-            error,
-            retry_count,
-            will_retry,
-            ..
-        } => {
-            if *will_retry {
-                guarded_update!(
-                    tx,
-                    "jobs",
-                    "status = 'pending', error = $5, retry_count = $6, progress = 0, stage = NULL",
-                    id,
-                    at,
-                    json!(error),
-                    *retry_count as i32
-                )?;
-            } else {
-                guarded_update!(
-                    tx,
-                    "jobs",
-                    "status = 'failed', error = $5, retry_count = $6, completed_at = $4",
-                    id,
-                    at,
-                    json!(error),
-                    *retry_count as i32
-                )?;
-            }
-        }
-        JobEvent::JobCancelled { .. } => {
-            guarded_update!(
-                tx,
-                "jobs",
-                "status = 'cancelled', completed_at = $4",
-                id,
-                at
-            )?;
-        }
-    }
-    Ok(())
 }
 
 /// Updates one step row of a workflow, guarded by the workflow stream's version.
