@@ -13,6 +13,7 @@ pub mod migrate;
 pub mod postgres;
 pub mod rebuild;
 pub mod redis_model;
+pub mod redis_rebuild;
 pub mod redis_worker;
 pub mod runtime;
 pub mod worker;

@@ -88,6 +88,11 @@ impl RmKeys {
         }
     }
 
+    /// The namespace itself (`<rm>`, possibly empty).
+    pub fn namespace(&self) -> &str {
+        &self.rm
+    }
+
     /// `<rm>:job:<id>`.
     pub fn job(&self, id: &str) -> String {
         self.key(&format!("job:{id}"))
@@ -243,8 +248,25 @@ impl RedisReadModel {
         partition: u32,
         batch: usize,
     ) -> Result<usize, ProjectionError> {
+        self.run_batch_until(store, partition, batch, None).await
+    }
+
+    /// [`RedisReadModel::run_batch`] that stops at `until` (inclusive) when given.
+    pub async fn run_batch_until(
+        &self,
+        store: &dyn EventStore,
+        partition: u32,
+        batch: usize,
+        until: Option<LogId>,
+    ) -> Result<usize, ProjectionError> {
         let after = self.checkpoint(partition).await?;
-        let events = store.read_partition(partition, after, batch).await?;
+        if until.is_some_and(|u| after >= u) {
+            return Ok(0);
+        }
+        let mut events = store.read_partition(partition, after, batch).await?;
+        if let Some(u) = until {
+            events.retain(|e| e.position.id <= u);
+        }
         let Some(last) = events.last().map(|e| e.position.id) else {
             return Ok(0);
         };

@@ -20,7 +20,7 @@ pub enum ProjectionsCommand {
     /// Rebuild beside the live model, catch up while appends continue, swap atomically.
     /// Resumes an unfinished rebuild unless `--from` is given.
     Rebuild {
-        /// Projection name (`archive`, `postgres`).
+        /// Projection name (`archive`, `postgres`, `redis`).
         name: String,
         /// Start the rebuild from this offset (`start`, a time, `p@ms-seq,...`).
         #[arg(long)]
@@ -31,7 +31,7 @@ pub enum ProjectionsCommand {
     /// Recompute the model from the log up to the live checkpoints and diff it against the
     /// live one; exits non-zero with the first differences.
     Verify {
-        /// Projection name (`archive`, `postgres`).
+        /// Projection name (`archive`, `postgres`, `redis`).
         name: String,
         #[command(flatten)]
         db: DbArgs,
@@ -50,9 +50,38 @@ pub enum ProjectionsCommand {
 pub struct DbArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// PostgreSQL URL of the read models.
+    /// PostgreSQL URL of the read models (not needed for `redis`).
     #[arg(long, env = "DATABASE_URL")]
-    database_url: String,
+    database_url: Option<String>,
+    /// Namespace of the Redis read model (default: the prefix; empty: bare seed keys).
+    #[arg(long, env = "JOBSOURCE_READ_PREFIX")]
+    read_prefix: Option<String>,
+}
+
+impl DbArgs {
+    fn database_url(&self) -> anyhow::Result<&str> {
+        self.database_url
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL (or --database-url) is required"))
+    }
+
+    fn read_prefix(&self) -> String {
+        self.read_prefix
+            .clone()
+            .unwrap_or_else(|| self.store.prefix.clone())
+    }
+}
+
+fn bar(name: &str) -> anyhow::Result<indicatif::ProgressBar> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}",
+        )?
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("rebuild {name}"));
+    Ok(bar)
 }
 
 async fn pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
@@ -83,7 +112,7 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
     match command {
         ProjectionsCommand::Status(db) => {
             let store = db.store.connect().await?;
-            let pool = pool(&db.database_url).await?;
+            let pool = pool(db.database_url()?).await?;
             let rows = worker::status(&store, &pool, 10_000).await?;
             println!(
                 "{:<12} {:>4} {:<26} {:>7} {:<9} last error",
@@ -114,7 +143,7 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
         ProjectionsCommand::CatchUp { name, db } => {
             let projection = by_name(&name)?;
             let store = db.store.connect().await?;
-            let pool = pool(&db.database_url).await?;
+            let pool = pool(db.database_url()?).await?;
             jobsource_projections::migrate::migrate(&pool).await?;
             let start = std::time::Instant::now();
             let n = jobsource_projections::catch_up(&store, &pool, &*projection, 1000).await?;
@@ -126,24 +155,39 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ProjectionsCommand::Rebuild { name, from, db } => {
-            let projection = by_name(&name)?;
             let store = db.store.connect().await?;
-            let pool = pool(&db.database_url).await?;
-            jobsource_projections::migrate::migrate(&pool).await?;
             let from = match from {
                 Some(f) => {
                     Some(jobsource_eventstore::EventStore::resolve(&store, &f.parse()?).await?)
                 }
                 None => None,
             };
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}",
-                )?
-                .progress_chars("=> "),
-            );
-            bar.set_message(format!("rebuild {name}"));
+            let bar = bar(&name)?;
+            if name == "redis" {
+                let progress = |done: u64, total: u64| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                };
+                let start = std::time::Instant::now();
+                let n = jobsource_projections::redis_rebuild::rebuild(
+                    &store,
+                    store.connection(),
+                    &db.read_prefix(),
+                    from,
+                    1000,
+                    &progress,
+                )
+                .await?;
+                bar.finish();
+                println!(
+                    "redis: rebuilt from {n} events and swapped in ({:.0} events/s)",
+                    jobsource_projections::rebuild::rate(n, start)
+                );
+                return Ok(());
+            }
+            let projection = by_name(&name)?;
+            let pool = pool(db.database_url()?).await?;
+            jobsource_projections::migrate::migrate(&pool).await?;
             let progress = |done: u64, total: u64| {
                 bar.set_length(total);
                 bar.set_position(done);
@@ -166,12 +210,22 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ProjectionsCommand::Verify { name, db } => {
-            let projection = by_name(&name)?;
             let store = db.store.connect().await?;
-            let pool = pool(&db.database_url).await?;
-            let diffs =
+            let diffs = if name == "redis" {
+                jobsource_projections::redis_rebuild::verify(
+                    &store,
+                    store.connection(),
+                    &db.read_prefix(),
+                    1000,
+                    20,
+                )
+                .await?
+            } else {
+                let projection = by_name(&name)?;
+                let pool = pool(db.database_url()?).await?;
                 jobsource_projections::rebuild::verify(&store, &pool, &*projection, 1000, 20)
-                    .await?;
+                    .await?
+            };
             if diffs.is_empty() {
                 println!("{name}: live model equals the log's recomputation");
                 return Ok(());
@@ -182,7 +236,7 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
             anyhow::bail!("{name}: {} difference(s) (first shown)", diffs.len())
         }
         ProjectionsCommand::Resume { name, db } => {
-            let pool = pool(&db.database_url).await?;
+            let pool = pool(db.database_url()?).await?;
             let n = worker::resume(&pool, &name).await?;
             println!("{name}: {n} stalled partition(s) resumed");
             Ok(())

@@ -214,9 +214,61 @@ impl FullReadSide {
             .map_or(LAG_CAP as u64, |e| e.len() as u64)
     }
 
+    /// Starts a background rebuild of the `redis` model (new key generation, swap).
+    async fn rebuild_redis(&self, from: Offset) -> Result<(), ServiceError> {
+        let start = self.store.resolve(&from).await?;
+        if !self
+            .rebuilds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert("redis")
+        {
+            return Err(ServiceError::bad_request(
+                "name",
+                "a rebuild of redis is already running",
+            ));
+        }
+        let guard = RebuildGuard {
+            rebuilds: self.rebuilds.clone(),
+            name: "redis",
+        };
+        let (store, conn) = (self.store.clone(), self.conn());
+        let rm = self.redis.keys().namespace().to_owned();
+        tracing::info!(projection = "redis", from = %from, "rebuild started");
+        tokio::spawn(async move {
+            let _guard = guard;
+            let begun = std::time::Instant::now();
+            let no_progress = |_: u64, _: u64| {};
+            match jobsource_projections::redis_rebuild::rebuild(
+                &*store,
+                conn,
+                &rm,
+                Some(start),
+                REBUILD_BATCH,
+                &no_progress,
+            )
+            .await
+            {
+                Ok(n) => tracing::info!(
+                    projection = "redis",
+                    events = n,
+                    events_per_s = jobsource_projections::rebuild::rate(n, begun),
+                    "rebuild swapped in"
+                ),
+                Err(e) => tracing::error!(projection = "redis", error = %e,
+                    "rebuild failed; the live model keeps serving (a new rebuild starts over)"),
+            }
+        });
+        Ok(())
+    }
+
     /// The `redis` projection's status rows.
     async fn redis_status(&self, head: &Cursor) -> Result<Vec<ProjectionStatus>, ServiceError> {
         let mut out = Vec::new();
+        let rm = self.redis.keys().namespace();
+        let rebuilding = jobsource_projections::redis_rebuild::is_rebuilding(&self.conn(), rm)
+            .await
+            .map_err(projection_error)?;
         for p in 0..self.store.partitions() {
             let checkpoint = self.redis.checkpoint(p).await.map_err(projection_error)?;
             let stall = redis_worker::stalled(&self.redis, p)
@@ -229,6 +281,8 @@ impl FullReadSide {
                 lag: self.lag(p, checkpoint, head).await,
                 state: if stall.is_some() {
                     "stalled"
+                } else if rebuilding {
+                    "rebuilding"
                 } else {
                     "running"
                 }
@@ -808,22 +862,17 @@ impl ReadSide for FullReadSide {
     }
 
     async fn rebuild(&self, name: &str, from: Offset) -> Result<(), ServiceError> {
+        if name == "redis" {
+            return self.rebuild_redis(from).await;
+        }
         let Some((name, projection)) = pg_projection(name) else {
-            return Err(if name == "redis" {
-                ServiceError::bad_request(
-                    "name",
-                    "rebuilding the redis projection is not available over the API (nor the \
-                     CLI); only the PostgreSQL projections can be rebuilt: postgres, archive",
-                )
-            } else {
-                ServiceError::bad_request(
-                    "name",
-                    format!(
-                        "unknown projection {name:?}; known projections: redis, {}",
-                        PG_PROJECTIONS.join(", ")
-                    ),
-                )
-            });
+            return Err(ServiceError::bad_request(
+                "name",
+                format!(
+                    "unknown projection {name:?}; known projections: redis, {}",
+                    PG_PROJECTIONS.join(", ")
+                ),
+            ));
         };
         let start = self.store.resolve(&from).await?;
         if !self

@@ -274,7 +274,10 @@ async fn write(tx: &mut Transaction<'_, Postgres>, rows: &[JobRow]) -> Result<()
             rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
         };
     }
-    let depends_on: Vec<String> = rows.iter().map(|r| uuid_array_literal(&r.depends_on)).collect();
+    let depends_on: Vec<String> = rows
+        .iter()
+        .map(|r| uuid_array_literal(&r.depends_on))
+        .collect();
     let updates = COLUMNS
         .split(", ")
         .map(str::trim)

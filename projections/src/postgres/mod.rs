@@ -64,10 +64,11 @@ impl PgProjection for PostgresReadModel {
                 position: e.position.to_string(),
                 time: env.occurred_at,
             };
-            let event = from_envelope::<WorkflowEvent>(env).map_err(|err| ProjectionError::Apply {
-                position: e.position.to_string(),
-                message: err.to_string(),
-            })?;
+            let event =
+                from_envelope::<WorkflowEvent>(env).map_err(|err| ProjectionError::Apply {
+                    position: e.position.to_string(),
+                    message: err.to_string(),
+                })?;
             apply_workflow(tx, &event, &at).await?;
         }
         Ok(())
