@@ -18,9 +18,11 @@
 //! ```
 //! With an empty `<rm>` the keys are the seed's bare keys (`job:<id>`, `jobs:pending`, ...).
 //!
-//! Idempotence: a batch is one script call that applies each event only when its version is
-//! above the entity hash's `version` field, and moves the checkpoint in the same call; an
-//! event delivered again (a replay from an earlier offset) changes nothing.
+//! Idempotence: a batch is one script call that applies each entity's events (folded into
+//! one set of operations with the same final effect) only when they are above the entity
+//! hash's `version` field, and moves the checkpoint in the same call; an event delivered
+//! again (a replay from an earlier offset) changes nothing. An entity that had applied part
+//! of the batch's events is applied event by event instead.
 
 use jobsource_domain::job::JobEvent;
 use jobsource_domain::workflow::WorkflowEvent;
@@ -67,6 +69,44 @@ redis.call('HSET', KEYS[#KEYS], ARGV[1], ARGV[2])
 return applied
 ";
 
+/// Applies a batch folded per entity: each group carries one entity's events of the batch
+/// folded into one set of operations, guarded by the entity's version range. A group the
+/// entity has fully applied is skipped; a group it has partly applied (a replay that
+/// overlaps) is left alone and reported, and the checkpoint is then not moved: the caller
+/// applies those groups event by event with [`BATCH_APPLY`], which moves it.
+/// KEYS: every key, the checkpoint hash last. ARGV: partition, checkpoint value, then per
+/// group: entity key index, first version, last version, op count, ops (as in BATCH_APPLY).
+/// Returns the 1-based numbers of the partly applied groups.
+const FOLDED_APPLY: &str = r"
+local i = 3
+local group = 0
+local partial = {}
+while i <= #ARGV do
+  group = group + 1
+  local ek = KEYS[tonumber(ARGV[i])]
+  local first, last = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local nops = tonumber(ARGV[i + 3])
+  i = i + 4
+  local cur = tonumber(redis.call('HGET', ek, 'version') or '0')
+  local apply = cur < first
+  if not apply and cur < last then partial[#partial + 1] = group end
+  for _ = 1, nops do
+    local op, key, nargs = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+    if apply then
+      if op == 'ZADD_BY_PRIORITY' then
+        redis.call('ZADD', key, redis.call('HGET', ek, 'priority') or '0', ARGV[i + 3])
+      else
+        redis.call(op, key, unpack(ARGV, i + 3, i + 2 + nargs))
+      end
+    end
+    i = i + 3 + nargs
+  end
+  if apply then redis.call('HSET', ek, 'version', last) end
+end
+if #partial == 0 then redis.call('HSET', KEYS[#KEYS], ARGV[1], ARGV[2]) end
+return partial
+";
+
 /// Builds keys under a read-model namespace.
 #[derive(Debug, Clone)]
 pub struct RmKeys {
@@ -110,6 +150,7 @@ impl RmKeys {
 }
 
 /// The operations one event turns into; `keys[0]` is the guarded entity hash.
+#[derive(Clone)]
 struct Ops {
     keys: Vec<String>,
     ops: Vec<(String, usize, Vec<String>)>,
@@ -177,6 +218,151 @@ impl Batch {
     }
 }
 
+/// What a run of hash operations leaves in one field.
+#[derive(Clone)]
+enum FieldOp {
+    Set(String),
+    SetIfAbsent(String),
+    Delete,
+}
+
+/// One entity's events of a batch, folded into the operations with the same final effect:
+/// per hash field the last write wins (`HSETNX` after a write is a no-op, after a delete a
+/// write); per (key, member) of the shared sets and zsets the last operation wins. Hash
+/// writes come first, so `ZADD_BY_PRIORITY` reads the priority they leave.
+struct Group {
+    entity: String,
+    first: u64,
+    last: u64,
+    events: Vec<(u64, Ops)>,
+}
+
+impl Group {
+    fn folded(&self) -> Vec<(String, String, Vec<String>)> {
+        let mut fields: Vec<((String, String), FieldOp)> = Vec::new();
+        let mut members: Vec<((String, String), (String, Option<String>))> = Vec::new();
+        fn slot<K: PartialEq, V>(list: &mut Vec<(K, V)>, k: K, v: V) -> Option<&mut V> {
+            match list.iter().position(|(x, _)| *x == k) {
+                Some(i) => Some(&mut list[i].1),
+                None => {
+                    list.push((k, v));
+                    None
+                }
+            }
+        }
+        for (_, ops) in &self.events {
+            for (name, k, args) in &ops.ops {
+                let key = ops.keys[*k].clone();
+                match name.as_str() {
+                    "HSET" => {
+                        for pair in args.chunks(2) {
+                            if let [f, v] = pair {
+                                let op = FieldOp::Set(v.clone());
+                                if let Some(cur) =
+                                    slot(&mut fields, (key.clone(), f.clone()), op.clone())
+                                {
+                                    *cur = op;
+                                }
+                            }
+                        }
+                    }
+                    "HSETNX" => {
+                        if let [f, v] = args.as_slice() {
+                            let op = FieldOp::SetIfAbsent(v.clone());
+                            if let Some(cur) = slot(&mut fields, (key.clone(), f.clone()), op) {
+                                if matches!(cur, FieldOp::Delete) {
+                                    *cur = FieldOp::Set(v.clone());
+                                }
+                            }
+                        }
+                    }
+                    "HDEL" => {
+                        for f in args {
+                            if let Some(cur) =
+                                slot(&mut fields, (key.clone(), f.clone()), FieldOp::Delete)
+                            {
+                                *cur = FieldOp::Delete;
+                            }
+                        }
+                    }
+                    "ZADD" => {
+                        for pair in args.chunks(2) {
+                            if let [score, m] = pair {
+                                let op = ("ZADD".to_owned(), Some(score.clone()));
+                                if let Some(cur) =
+                                    slot(&mut members, (key.clone(), m.clone()), op.clone())
+                                {
+                                    *cur = op;
+                                }
+                            }
+                        }
+                    }
+                    other => {
+                        for m in args {
+                            let op = (other.to_owned(), None);
+                            if let Some(cur) =
+                                slot(&mut members, (key.clone(), m.clone()), op.clone())
+                            {
+                                *cur = op;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut out: Vec<(String, String, Vec<String>)> = Vec::new();
+        let mut sets: Vec<(String, Vec<String>)> = Vec::new();
+        for ((key, field), op) in fields {
+            match op {
+                FieldOp::Set(v) => match sets.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, args)) => args.extend([field, v]),
+                    None => sets.push((key, vec![field, v])),
+                },
+                FieldOp::SetIfAbsent(v) => out.push(("HSETNX".into(), key, vec![field, v])),
+                FieldOp::Delete => out.push(("HDEL".into(), key, vec![field])),
+            }
+        }
+        let mut ops: Vec<(String, String, Vec<String>)> = sets
+            .into_iter()
+            .map(|(k, a)| ("HSET".to_owned(), k, a))
+            .collect();
+        ops.extend(out);
+        for ((key, member), (name, score)) in members {
+            let args = match score {
+                Some(s) => vec![s, member],
+                None => vec![member],
+            };
+            ops.push((name, key, args));
+        }
+        ops
+    }
+}
+
+/// A batch folded per entity, in [`FOLDED_APPLY`]'s argument layout.
+#[derive(Default)]
+struct FoldedBatch {
+    batch: Batch,
+}
+
+impl FoldedBatch {
+    fn push(&mut self, group: &Group) {
+        let b = &mut self.batch;
+        let entity = b.key(&group.entity);
+        let ops = group.folded();
+        b.args.push(entity.to_string());
+        b.args.push(group.first.to_string());
+        b.args.push(group.last.to_string());
+        b.args.push(ops.len().to_string());
+        for (name, key, args) in ops {
+            let k = b.key(&key);
+            b.args.push(name);
+            b.args.push(k.to_string());
+            b.args.push(args.len().to_string());
+            b.args.extend(args);
+        }
+    }
+}
+
 fn js(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -186,6 +372,7 @@ pub struct RedisReadModel {
     conn: ConnectionManager,
     keys: RmKeys,
     script: Script,
+    folded: Script,
 }
 
 impl RedisReadModel {
@@ -195,6 +382,7 @@ impl RedisReadModel {
             conn,
             keys: RmKeys::new(rm),
             script: Script::new(BATCH_APPLY),
+            folded: Script::new(FOLDED_APPLY),
         }
     }
 
@@ -270,12 +458,52 @@ impl RedisReadModel {
         let Some(last) = events.last().map(|e| e.position.id) else {
             return Ok(0);
         };
-        // One script call: every event's guarded operations and the checkpoint, atomically;
-        // a batch re-read after a crash is refused event by event by the guards.
-        let mut batch_ops = Batch::default();
+        // One script call: every entity's events folded into one guarded set of operations,
+        // and the checkpoint, atomically; a batch re-read after a crash is refused entity by
+        // entity by the version guards.
+        let mut groups: Vec<Group> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for e in &events {
             if let Some(ops) = self.ops_for(e)? {
-                batch_ops.push(e.envelope.version, ops);
+                let v = e.envelope.version;
+                let i = *index.entry(ops.keys[0].clone()).or_insert_with(|| {
+                    groups.push(Group {
+                        entity: ops.keys[0].clone(),
+                        first: v,
+                        last: v,
+                        events: Vec::new(),
+                    });
+                    groups.len() - 1
+                });
+                groups[i].last = v;
+                groups[i].events.push((v, ops));
+            }
+        }
+        let mut folded = FoldedBatch::default();
+        for g in &groups {
+            folded.push(g);
+        }
+        let checkpoint = last.to_string();
+        let mut inv = self.folded.prepare_invoke();
+        for k in &folded.batch.keys {
+            inv.key(k);
+        }
+        inv.key(self.keys.checkpoint());
+        inv.arg(partition).arg(&checkpoint);
+        for a in &folded.batch.args {
+            inv.arg(a);
+        }
+        let mut conn = self.conn.clone();
+        let partial: Vec<usize> = inv.invoke_async(&mut conn).await.map_err(Self::err)?;
+        if partial.is_empty() {
+            return Ok(events.len());
+        }
+        // Entities that had applied part of their events (an overlapping replay): apply
+        // those event by event, and move the checkpoint with them.
+        let mut batch_ops = Batch::default();
+        for g in partial.iter().filter_map(|n| groups.get(n.wrapping_sub(1))) {
+            for (v, ops) in &g.events {
+                batch_ops.push(*v, ops.clone());
             }
         }
         let mut inv = self.script.prepare_invoke();
@@ -283,11 +511,10 @@ impl RedisReadModel {
             inv.key(k);
         }
         inv.key(self.keys.checkpoint());
-        inv.arg(partition).arg(last.to_string());
+        inv.arg(partition).arg(&checkpoint);
         for a in &batch_ops.args {
             inv.arg(a);
         }
-        let mut conn = self.conn.clone();
         inv.invoke_async::<u64>(&mut conn)
             .await
             .map_err(Self::err)?;

@@ -15,6 +15,9 @@
 //! checkpoints and compares every key of both, returning the first differences.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
 
 use jobsource_eventstore::{Cursor, EventStore};
 use redis::aio::ConnectionManager;
@@ -91,30 +94,38 @@ pub async fn is_rebuilding(conn: &ConnectionManager, rm: &str) -> Result<bool, P
         .map_err(redis_err)
 }
 
+/// Partitions applied at once: the client decodes and prepares one partition's batch
+/// while Redis runs another's script.
+const PARALLEL_PARTITIONS: usize = 4;
+
 async fn catch_up_to(
     model: &RedisReadModel,
     store: &dyn EventStore,
     batch: usize,
     until: Option<&Cursor>,
-    done: &mut u64,
+    done: &AtomicU64,
     total: u64,
     progress: Progress<'_>,
 ) -> Result<u64, ProjectionError> {
-    let mut applied = 0;
-    for p in 0..store.partitions() {
-        loop {
-            let n = model
-                .run_batch_until(store, p, batch, until.map(|c| c.after(p)))
-                .await? as u64;
-            applied += n;
-            *done += n;
-            progress(*done, total.max(*done));
-            if n < batch as u64 {
-                break;
+    let per_partition = futures::stream::iter(0..store.partitions())
+        .map(|p| async move {
+            let mut applied = 0u64;
+            loop {
+                let n = model
+                    .run_batch_until(store, p, batch, until.map(|c| c.after(p)))
+                    .await? as u64;
+                applied += n;
+                let now = done.fetch_add(n, Ordering::Relaxed) + n;
+                progress(now, total.max(now));
+                if n < batch as u64 {
+                    return Ok::<u64, ProjectionError>(applied);
+                }
             }
-        }
-    }
-    Ok(applied)
+        })
+        .buffer_unordered(PARALLEL_PARTITIONS)
+        .collect::<Vec<_>>()
+        .await;
+    per_partition.into_iter().sum()
 }
 
 /// Rebuilds the model under `rm` from `from` (or resumes an unfinished rebuild when `None`),
@@ -140,16 +151,16 @@ pub async fn rebuild(
     for p in 0..store.partitions() {
         total += store.partition_len(p).await?;
     }
-    let mut done = 0;
+    let done = AtomicU64::new(0);
     // Follow the log until a pass finds (almost) nothing new, then swap; the swap refuses
     // while the live model is ahead (it applied events the shadow has not seen yet).
     loop {
-        let n = catch_up_to(&shadow, store, batch, None, &mut done, total, progress).await?;
+        let n = catch_up_to(&shadow, store, batch, None, &done, total, progress).await?;
         if n >= batch as u64 {
             continue;
         }
         if swap(&mut c, &shadow_ns, rm, store.partitions()).await? {
-            return Ok(done);
+            return Ok(done.load(Ordering::Relaxed));
         }
     }
 }
@@ -268,8 +279,8 @@ pub async fn verify(
     let until = Cursor::from_ids(ids);
     scratch.reset(&Cursor::start(store.partitions())).await?;
     let quiet: Progress<'_> = &|_, _| {};
-    let mut done = 0;
-    catch_up_to(&scratch, store, batch, Some(&until), &mut done, 0, quiet).await?;
+    let done = AtomicU64::new(0);
+    catch_up_to(&scratch, store, batch, Some(&until), &done, 0, quiet).await?;
     let strip = format!("{scratch_ns}:");
     let mut diffs = Vec::new();
     let mut expected_live = std::collections::HashSet::new();

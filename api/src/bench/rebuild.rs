@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use clap::Args;
 use jobsource_eventstore::EventStore;
-use jobsource_projections::{migrate, rebuild, PostgresReadModel, RedisReadModel};
+use jobsource_projections::{migrate, rebuild, PostgresReadModel};
 use serde_json::{json, Map};
 use sqlx::postgres::PgPoolOptions;
 
@@ -63,9 +63,18 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
                 args.store.prefix,
                 uuid::Uuid::now_v7().simple()
             );
-            let model = RedisReadModel::new(store.connection(), &rm);
+            // The real rebuild path: a shadow generation built from the log, then swapped in.
+            let noop = |_: u64, _: u64| {};
             let start = Instant::now();
-            model.catch_up(&store, args.batch).await?;
+            jobsource_projections::redis_rebuild::rebuild(
+                &store,
+                store.connection(),
+                &rm,
+                None,
+                args.batch,
+                &noop,
+            )
+            .await?;
             let secs = start.elapsed().as_secs_f64();
             super::delete_keys(&store, &format!("{rm}:*")).await?;
             (secs, None)
