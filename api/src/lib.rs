@@ -10,3 +10,4 @@ pub mod orchestrator;
 pub mod read;
 pub mod serve;
 pub mod service;
+pub mod webhooks;

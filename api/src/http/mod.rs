@@ -56,6 +56,7 @@ struct Inner {
     background: Vec<Arc<dyn StatusSource>>,
     config: HttpConfig,
     shutting_down: AtomicBool,
+    webhooks: std::sync::OnceLock<Arc<dyn crate::webhooks::DeliveryStore>>,
 }
 
 /// What every handler can reach.
@@ -79,6 +80,7 @@ impl AppState {
                 background,
                 config,
                 shutting_down: AtomicBool::new(false),
+                webhooks: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -91,6 +93,20 @@ impl AppState {
     /// The query layer.
     pub fn read(&self) -> &Arc<dyn ReadSide> {
         &self.inner.read
+    }
+
+    /// Attaches the webhook delivery records (`/v1/webhooks/deliveries`). Set once: a
+    /// later call (on this state or a clone) leaves the first store in place.
+    pub fn with_webhooks(self, store: Arc<dyn crate::webhooks::DeliveryStore>) -> Self {
+        if self.inner.webhooks.set(store).is_err() {
+            tracing::warn!("webhook delivery store already attached; keeping the first");
+        }
+        self
+    }
+
+    /// The webhook delivery records, when attached.
+    pub fn webhooks(&self) -> Option<&Arc<dyn crate::webhooks::DeliveryStore>> {
+        self.inner.webhooks.get()
     }
 
     /// HTTP settings.

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail, FieldDetail};
 use super::health::Health;
-use super::v1::{admin, dto, events, jobs, workers, workflows};
+use super::v1::{admin, dto, events, jobs, webhooks, workers, workflows};
 use crate::read::{
     JobStats, JobView, Page, ProjectionStatus, StepView, WorkflowStats, WorkflowView,
 };
@@ -39,6 +39,7 @@ impl Modify for Security {
         workflows::events,
         events::page,
         admin::projections, admin::rebuild,
+        webhooks::list, webhooks::get, webhooks::retry,
         super::health::health, super::health::ready,
     ),
     components(schemas(
@@ -51,6 +52,7 @@ impl Modify for Security {
         dto::JobCommandResponse, dto::WorkflowCommandResponse, dto::ClaimResponse,
         dto::EventView, dto::StreamEvents, dto::EventPageResponse, dto::RebuildRequest,
         dto::RebuildResponse, dto::ProjectionsResponse,
+        crate::webhooks::Delivery, crate::webhooks::AttemptView, Page<crate::webhooks::Delivery>,
     )),
     modifiers(&Security),
     security(("bearer" = []), ("api_key" = [])),
@@ -60,6 +62,7 @@ impl Modify for Security {
         (name = "workers", description = "Worker claims"),
         (name = "audit", description = "Audit and replay"),
         (name = "projections", description = "Read models"),
+        (name = "webhooks", description = "Webhook deliveries"),
         (name = "health", description = "Health"),
     )
 )]

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod dto;
 pub mod events;
 pub mod jobs;
+pub mod webhooks;
 pub mod workers;
 pub mod workflows;
 
@@ -40,6 +41,9 @@ pub fn routes() -> Router<AppState> {
         .route("/events", get(events::page))
         .route("/projections", get(admin::projections))
         .route("/projections/{name}/rebuild", post(admin::rebuild))
+        .route("/webhooks/deliveries", get(webhooks::list))
+        .route("/webhooks/deliveries/{id}", get(webhooks::get))
+        .route("/webhooks/deliveries/{id}/retry", post(webhooks::retry))
 }
 
 /// The position a query must wait for: `min_position` or `X-Min-Position`.
