@@ -2,8 +2,9 @@
 //!
 //! Full mode (`REDIS_URL` and `DATABASE_URL` set): the Redis event store, the `redis`,
 //! `postgres` and `archive` projections as durable workers with checkpoints, the
-//! orchestrator as a durable subscriber. Embedded mode (no `REDIS_URL`): the in-memory
-//! store, the in-memory read model and orchestrator; nothing persists.
+//! orchestrator as a durable subscriber, the `webhooks` enqueue projection. Embedded mode
+//! (no `REDIS_URL`): the in-memory store, the in-memory read model, orchestrator and
+//! webhook enqueuer; nothing persists. Both modes run the webhook sender.
 //!
 //! Shutdown drains: the server stops accepting, in-flight requests finish, then the
 //! background workers are told to stop and each does so at a batch boundary.
@@ -51,6 +52,8 @@ pub struct ServeConfig {
     pub http: HttpConfig,
     /// Projection worker settings.
     pub worker: WorkerConfig,
+    /// Webhook sender settings (secret, attempts, timeout, backoff).
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 impl Default for ServeConfig {
@@ -69,6 +72,7 @@ impl Default for ServeConfig {
                 max_attempts: 5,
                 backoff: Duration::from_millis(100),
             },
+            webhooks: crate::webhooks::WebhookConfig::default(),
         }
     }
 }
@@ -177,6 +181,14 @@ impl Server {
                 let service = Arc::new(Service::new(store.clone(), catalog));
                 let model = MemoryReadModel::new(store.clone());
                 workers.push(tokio::spawn(model.clone().run(workers_rx.clone())));
+                let deliveries: Arc<dyn crate::webhooks::DeliveryStore> =
+                    Arc::new(crate::webhooks::memory::MemoryDeliveryStore::new());
+                let enqueuer = Arc::new(crate::webhooks::memory::MemoryEnqueuer::new(
+                    store.clone(),
+                    deliveries.clone(),
+                    config.webhooks.batch,
+                ));
+                workers.push(tokio::spawn(enqueuer.clone().run(workers_rx.clone())));
                 let orchestrator = Arc::new(Orchestrator::new(
                     service.clone(),
                     Arc::new(MemoryOrchestratorState::default()),
@@ -186,9 +198,13 @@ impl Server {
                     AppState::new(
                         service,
                         read,
-                        vec![orchestrator.clone() as Arc<dyn StatusSource>],
+                        vec![
+                            orchestrator.clone() as Arc<dyn StatusSource>,
+                            enqueuer as Arc<dyn StatusSource>,
+                        ],
                         config.http.clone(),
-                    ),
+                    )
+                    .with_webhooks(deliveries),
                     orchestrator,
                 )
             }
@@ -219,6 +235,9 @@ impl Server {
                 for projection in [
                     Arc::new(Archive) as Arc<dyn jobsource_projections::PgProjection>,
                     Arc::new(PostgresReadModel),
+                    Arc::new(crate::webhooks::postgres::WebhookProjection::new(
+                        store.clone(),
+                    )),
                 ] {
                     let (store, pool, cfg, rx) = (
                         store.clone(),
@@ -250,6 +269,9 @@ impl Server {
                     service.clone(),
                     Arc::new(RedisOrchestratorState::new(conn, &config.prefix)),
                 ));
+                let deliveries = Arc::new(crate::webhooks::postgres::PgDeliveryStore::new(
+                    pool.clone(),
+                ));
                 let read: Arc<dyn ReadSide> =
                     Arc::new(FullReadSide::new(store.clone(), model, pool));
                 (
@@ -258,12 +280,21 @@ impl Server {
                         read,
                         vec![orchestrator.clone() as Arc<dyn StatusSource>],
                         config.http.clone(),
-                    ),
+                    )
+                    .with_webhooks(deliveries),
                     orchestrator,
                 )
             }
         };
         workers.push(tokio::spawn(orchestrator.run(workers_rx.clone())));
+        if let Some(deliveries) = state.webhooks() {
+            let sender = crate::webhooks::sender::Sender::new(
+                deliveries.clone(),
+                config.webhooks.clone(),
+            )
+            .map_err(ServeError::Config)?;
+            workers.push(tokio::spawn(Arc::new(sender).run(workers_rx.clone())));
+        }
         crate::metrics::install();
         workers.push(tokio::spawn(sample_status(state.clone(), workers_rx.clone())));
         let (stop_http, mut http_rx) = watch::channel(false);

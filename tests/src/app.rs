@@ -55,16 +55,22 @@ pub async fn spawn_app(test: &str) -> TestApp {
 
 /// [`spawn_app`] with HTTP settings (API keys, body limit).
 pub async fn spawn_app_with(test: &str, http: HttpConfig) -> TestApp {
+    spawn_app_config(test, |config| config.http = http).await
+}
+
+/// [`spawn_app`] with any server setting changed by `configure` (webhook backoff, worker
+/// tuning, ...) after the harness filled in the URLs, prefix and partitions.
+pub async fn spawn_app_config(test: &str, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let prefix = unique_prefix(test);
     let db = TestDatabase::create().await;
-    let config = ServeConfig {
+    let mut config = ServeConfig {
         redis_url: Some(redis_url()),
         database_url: Some(db.url.clone()),
         prefix: prefix.clone(),
         partitions: 4,
-        http,
         ..ServeConfig::default()
     };
+    configure(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -81,6 +87,11 @@ pub async fn spawn_app_with(test: &str, http: HttpConfig) -> TestApp {
 }
 
 impl TestApp {
+    /// URL of the test's own database (until [`TestApp::stop`]).
+    pub fn database_url(&self) -> Option<&str> {
+        self.db.as_ref().map(|db| db.url.as_str())
+    }
+
     /// Sends a request with optional JSON body and headers.
     pub async fn call(
         &self,

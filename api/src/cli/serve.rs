@@ -38,6 +38,17 @@ pub struct ServeArgs {
     /// Request body limit in bytes.
     #[arg(long, env = "JOBSOURCE_BODY_LIMIT", default_value_t = 1024 * 1024)]
     pub body_limit: usize,
+    /// Secret of the webhook signatures (`X-Jobsource-Signature`); unsigned when unset.
+    #[arg(long, env = "JOBSOURCE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Attempts of a webhook delivery before it is dead-lettered.
+    #[arg(long, env = "JOBSOURCE_WEBHOOK_MAX_ATTEMPTS", default_value_t = 6,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhook_max_attempts: u32,
+    /// Timeout of one webhook request, in milliseconds.
+    #[arg(long, env = "JOBSOURCE_WEBHOOK_TIMEOUT_MS", default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -61,6 +72,12 @@ impl ServeArgs {
                     .collect(),
                 body_limit: self.body_limit,
                 ..HttpConfig::default()
+            },
+            webhooks: crate::webhooks::WebhookConfig {
+                secret: non_empty(self.webhook_secret),
+                max_attempts: self.webhook_max_attempts,
+                timeout: std::time::Duration::from_millis(self.webhook_timeout_ms),
+                ..crate::webhooks::WebhookConfig::default()
             },
             ..ServeConfig::default()
         }

@@ -703,16 +703,37 @@ async fn a_job_type_catalog_restricts_types_and_fills_requirements() {
     let service = Arc::new(Service::new(store.clone(), Some(Arc::new(catalog))));
     let model = MemoryReadModel::new(store);
     let t = TestApp {
-        router: app(AppState::new(service, model.clone(), Vec::new(), HttpConfig::default())),
+        router: app(AppState::new(
+            service,
+            model.clone(),
+            Vec::new(),
+            HttpConfig::default(),
+        )),
         model,
     };
     let a = t.post("/v1/jobs", json!({"type": "render"})).await;
-    assert_eq!((a.status, a.body["error"]["details"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("type")));
+    assert_eq!(
+        (a.status, a.body["error"]["details"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("type"))
+    );
     let a = t.post("/v1/jobs", json!({"type": "text-to-image"})).await;
-    assert_eq!((a.status, a.body["error"]["details"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("prompt")));
-    let id = t.submit(json!({"type": "text-to-image", "prompt": "a cat"})).await;
+    assert_eq!(
+        (a.status, a.body["error"]["details"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("prompt"))
+    );
+    let id = t
+        .submit(json!({"type": "text-to-image", "prompt": "a cat"}))
+        .await;
     let job = t.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(job.body["requirements"]["gpu_memory"], 8.0);
-    let a = t.post("/v1/workflows", json!({"name": "w", "steps": [{"type": "upscale"}, {"type": "nope"}]})).await;
-    assert_eq!((a.status, a.body["error"]["details"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("steps[1].type")));
+    let a = t
+        .post(
+            "/v1/workflows",
+            json!({"name": "w", "steps": [{"type": "upscale"}, {"type": "nope"}]}),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.body["error"]["details"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("steps[1].type"))
+    );
 }

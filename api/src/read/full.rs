@@ -920,6 +920,15 @@ impl ReadSide for FullReadSide {
         Ok(())
     }
 
+    async fn events(
+        &self,
+        after: Cursor,
+        filter: &crate::service::events::EventFilter,
+        limit: usize,
+    ) -> Result<crate::service::events::EventPage, ServiceError> {
+        super::archive_page::page(&*self.store, &self.pool, after, filter, limit).await
+    }
+
     async fn health(&self) -> Vec<(&'static str, Result<(), String>)> {
         let mut conn = self.conn();
         let redis = with_timeout(async {

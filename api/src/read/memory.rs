@@ -401,6 +401,16 @@ impl ReadSide for MemoryReadModel {
         built
     }
 
+    async fn events(
+        &self,
+        after: Cursor,
+        filter: &crate::service::events::EventFilter,
+        limit: usize,
+    ) -> Result<crate::service::events::EventPage, ServiceError> {
+        // Embedded: the in-memory log is the archive.
+        crate::service::events::page(&*self.store, after, filter, limit, 20_000).await
+    }
+
     async fn health(&self) -> Vec<(&'static str, Result<(), String>)> {
         vec![("store", Ok(()))]
     }

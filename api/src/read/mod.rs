@@ -7,6 +7,7 @@
 //! a caller that must see its own write passes the position its command answered with,
 //! and [`wait_for`] holds the query until the model has passed it.
 
+mod archive_page;
 pub mod full;
 pub mod memory;
 pub mod view;
@@ -88,6 +89,14 @@ pub trait ReadSide: Send + Sync + 'static {
     /// Starts rebuilding projection `name` from `from` in the background (the live model
     /// keeps serving until the swap). Unknown names are a 404-style validation error.
     async fn rebuild(&self, name: &str, from: Offset) -> Result<(), ServiceError>;
+
+    /// A page of the audit log after `after` (see [`crate::service::events`]).
+    async fn events(
+        &self,
+        after: jobsource_eventstore::Cursor,
+        filter: &crate::service::events::EventFilter,
+        limit: usize,
+    ) -> Result<crate::service::events::EventPage, ServiceError>;
 
     /// Backend checks for `/health`: (name, `Ok` or the failure).
     async fn health(&self) -> Vec<(&'static str, Result<(), String>)>;

@@ -9,12 +9,10 @@ use super::limit;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::QueryParams;
 use crate::http::AppState;
-use crate::service::events::{page as read_page, EventFilter};
+use crate::service::events::EventFilter;
 
-/// Log entries one page may scan (bounds the work of a selective filter).
-const SCAN_BUDGET: usize = 20_000;
-
-/// A page of events after an offset, filtered, with the cursor of the next page.
+/// A page of events after an offset, filtered, with the cursor of the next page: from the
+/// archive, then the live log for what is not archived yet (embedded: the log).
 #[utoipa::path(get, path = "/v1/events", tag = "audit", params(EventsParams),
     responses((status = 200, body = EventPageResponse), (status = 400, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -39,7 +37,7 @@ pub async fn page(
         correlation_id: q.correlation_id,
     };
     let limit = limit(q.limit, 100, 1000)?;
-    let page = read_page(&**store, cursor, &filter, limit, SCAN_BUDGET).await?;
+    let page = state.read().events(cursor, &filter, limit).await?;
     Ok(Json(EventPageResponse {
         events: page.events.into_iter().map(EventView::from).collect(),
         next_cursor: page.next.to_string(),
