@@ -288,11 +288,9 @@ impl Server {
         };
         workers.push(tokio::spawn(orchestrator.run(workers_rx.clone())));
         if let Some(deliveries) = state.webhooks() {
-            let sender = crate::webhooks::sender::Sender::new(
-                deliveries.clone(),
-                config.webhooks.clone(),
-            )
-            .map_err(ServeError::Config)?;
+            let sender =
+                crate::webhooks::sender::Sender::new(deliveries.clone(), config.webhooks.clone())
+                    .map_err(ServeError::Config)?;
             workers.push(tokio::spawn(Arc::new(sender).run(workers_rx.clone())));
         }
         crate::metrics::install();

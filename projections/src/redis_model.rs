@@ -226,6 +226,11 @@ enum FieldOp {
     Delete,
 }
 
+/// A key and a field or member of it.
+type KeyAnd = (String, String);
+/// A set/zset operation on one member: name and, for `ZADD`, the score.
+type MemberOp = (String, Option<String>);
+
 /// One entity's events of a batch, folded into the operations with the same final effect:
 /// per hash field the last write wins (`HSETNX` after a write is a no-op, after a delete a
 /// write); per (key, member) of the shared sets and zsets the last operation wins. Hash
@@ -239,8 +244,8 @@ struct Group {
 
 impl Group {
     fn folded(&self) -> Vec<(String, String, Vec<String>)> {
-        let mut fields: Vec<((String, String), FieldOp)> = Vec::new();
-        let mut members: Vec<((String, String), (String, Option<String>))> = Vec::new();
+        let mut fields: Vec<(KeyAnd, FieldOp)> = Vec::new();
+        let mut members: Vec<(KeyAnd, MemberOp)> = Vec::new();
         fn slot<K: PartialEq, V>(list: &mut Vec<(K, V)>, k: K, v: V) -> Option<&mut V> {
             match list.iter().position(|(x, _)| *x == k) {
                 Some(i) => Some(&mut list[i].1),

@@ -115,11 +115,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         Ok(created)
     }
 
-    async fn claim_due(
-        &self,
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<Claimed>, ServiceError> {
+    async fn claim_due(&self, limit: usize, lease: Duration) -> Result<Vec<Claimed>, ServiceError> {
         let mut rows = self.lock();
         let now = Utc::now();
         let mut due: Vec<&mut Row> = rows
@@ -252,7 +248,11 @@ pub struct MemoryEnqueuer {
 
 impl MemoryEnqueuer {
     /// An enqueuer from the start of `store`'s log into `deliveries`.
-    pub fn new(store: Arc<dyn EventStore>, deliveries: Arc<dyn DeliveryStore>, batch: usize) -> Self {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        deliveries: Arc<dyn DeliveryStore>,
+        batch: usize,
+    ) -> Self {
         let partitions = store.partitions() as usize;
         MemoryEnqueuer {
             store,
@@ -418,7 +418,11 @@ mod tests {
         // Leased: not due for anybody else.
         assert!(store.claim_due(10, lease).await.unwrap().is_empty());
         let ok = store
-            .record(&c[0], &result(Some(500), Some("HTTP 500")), Next::RetryIn(Duration::ZERO))
+            .record(
+                &c[0],
+                &result(Some(500), Some("HTTP 500")),
+                Next::RetryIn(Duration::ZERO),
+            )
             .await
             .unwrap();
         assert!(ok);
@@ -459,7 +463,10 @@ mod tests {
             .await
             .unwrap();
         let got = store.get(d.id).await.unwrap().unwrap();
-        assert_eq!((got.status.as_str(), got.attempts, got.requeues), ("delivered", 3, 1));
+        assert_eq!(
+            (got.status.as_str(), got.attempts, got.requeues),
+            ("delivered", 3, 1)
+        );
         assert!(got.delivered_at.is_some() && got.next_attempt_at.is_none());
     }
 
@@ -478,7 +485,10 @@ mod tests {
             .unwrap();
         assert!(!ok);
         let got = store.get(d.id).await.unwrap().unwrap();
-        assert_eq!((got.status.as_str(), got.attempt_history.len()), ("pending", 1));
+        assert_eq!(
+            (got.status.as_str(), got.attempt_history.len()),
+            ("pending", 1)
+        );
     }
 
     #[tokio::test]

@@ -165,9 +165,7 @@ impl FromStr for DeliveryStatus {
             "pending" => Ok(DeliveryStatus::Pending),
             "delivered" => Ok(DeliveryStatus::Delivered),
             "dead" => Ok(DeliveryStatus::Dead),
-            other => Err(format!(
-                "must be pending, delivered or dead, not {other:?}"
-            )),
+            other => Err(format!("must be pending, delivered or dead, not {other:?}")),
         }
     }
 }
@@ -332,8 +330,7 @@ pub trait DeliveryStore: Send + Sync + 'static {
 
     /// Claims up to `limit` due pending deliveries, earliest due first, reserving them for
     /// `lease` (they are not due for anybody else meanwhile).
-    async fn claim_due(&self, limit: usize, lease: Duration)
-        -> Result<Vec<Claimed>, ServiceError>;
+    async fn claim_due(&self, limit: usize, lease: Duration) -> Result<Vec<Claimed>, ServiceError>;
 
     /// Records an attempt and moves the delivery on as `next` says. Returns false when
     /// the claim's lease was lost (the attempt is recorded, the delivery left alone).

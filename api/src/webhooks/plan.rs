@@ -98,8 +98,7 @@ fn wanted(event: &RecordedEvent) -> Result<Option<Value>, ProjectionError> {
             })
         }
         "workflow_completed" | "workflow_failed" => {
-            let decoded: WorkflowEvent =
-                from_envelope(env).map_err(|e| decode_error(event, e))?;
+            let decoded: WorkflowEvent = from_envelope(env).map_err(|e| decode_error(event, e))?;
             Ok(match decoded {
                 WorkflowEvent::WorkflowCompleted {
                     workflow_id,
@@ -204,7 +203,12 @@ mod tests {
             .unwrap()
             .state
             .id;
-        let silent = service.submit_job(submit(None, 0), &ctx).await.unwrap().state.id;
+        let silent = service
+            .submit_job(submit(None, 0), &ctx)
+            .await
+            .unwrap()
+            .state
+            .id;
         let failing = service
             .submit_job(submit(Some("http://127.0.0.1:9/f"), 1), &ctx)
             .await

@@ -46,7 +46,7 @@ impl PgProjection for WebhookProjection {
     ) -> Result<(), ProjectionError> {
         let deliveries = super::plan(&*self.store, events).await?;
         if !deliveries.is_empty() {
-            insert(&mut **tx, deliveries).await?;
+            insert(tx, deliveries).await?;
         }
         Ok(())
     }
@@ -212,11 +212,7 @@ impl DeliveryStore for PgDeliveryStore {
         Ok(insert(&mut conn, deliveries).await?)
     }
 
-    async fn claim_due(
-        &self,
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<Claimed>, ServiceError> {
+    async fn claim_due(&self, limit: usize, lease: Duration) -> Result<Vec<Claimed>, ServiceError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -369,10 +365,11 @@ impl DeliveryStore for PgDeliveryStore {
     }
 
     async fn count(&self, status: DeliveryStatus) -> Result<u64, ServiceError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = $1")
-            .bind(status.as_str())
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE status = $1")
+                .bind(status.as_str())
+                .fetch_one(&self.pool)
+                .await?;
         Ok(n.max(0) as u64)
     }
 }

@@ -20,14 +20,16 @@ use tokio::task::JoinSet;
 
 use super::signature::{sign, ATTEMPT_HEADER, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER};
 use super::{
-    backoff, truncate, AttemptResult, Claimed, DeliveryStatus, DeliveryStore, Next,
-    WebhookConfig, DEAD_LETTERS, DELIVERIES_TOTAL,
+    backoff, truncate, AttemptResult, Claimed, DeliveryStatus, DeliveryStore, Next, WebhookConfig,
+    DEAD_LETTERS, DELIVERIES_TOTAL,
 };
 
 /// How long requests in flight may finish after shutdown was asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// How often the dead-letter gauge is refreshed.
 const GAUGE_EVERY: Duration = Duration::from_secs(5);
+/// Longest wait between claims while the delivery store is failing.
+const MAX_IDLE: Duration = Duration::from_secs(5);
 /// Longest error text kept with an attempt.
 const MAX_ERROR: usize = 500;
 
@@ -67,6 +69,9 @@ impl Sender {
         let slots = Arc::new(Semaphore::new(concurrency));
         let mut in_flight: JoinSet<()> = JoinSet::new();
         let mut gauge_at = Instant::now();
+        // Grows while the store cannot be reached, so an outage is not polled (and logged)
+        // every `poll_interval`.
+        let mut idle = self.config.poll_interval;
         self.refresh_gauge().await;
         tracing::info!(
             concurrency,
@@ -83,6 +88,7 @@ impl Sender {
             if free > 0 {
                 match self.store.claim_due(free, self.config.lease()).await {
                     Ok(batch) => {
+                        idle = self.config.poll_interval;
                         claimed = batch.len();
                         for delivery in batch {
                             let Ok(slot) = slots.clone().try_acquire_owned() else {
@@ -97,7 +103,11 @@ impl Sender {
                             });
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot claim webhook deliveries"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?idle,
+                            "cannot claim webhook deliveries");
+                        idle = (idle * 2).min(MAX_IDLE.max(self.config.poll_interval));
+                    }
                 }
             }
             if gauge_at.elapsed() >= GAUGE_EVERY {
@@ -113,7 +123,7 @@ impl Sender {
                 continue;
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = tokio::time::sleep(idle) => {}
                 r = shutdown.changed() => if r.is_err() { break },
             }
         }
@@ -206,10 +216,9 @@ impl Sender {
                 let status = response.status();
                 failed(Some(status.as_u16()), format!("receiver answered {status}"))
             }
-            Err(e) if e.is_timeout() => failed(
-                None,
-                format!("no answer within {:?}", self.config.timeout),
-            ),
+            Err(e) if e.is_timeout() => {
+                failed(None, format!("no answer within {:?}", self.config.timeout))
+            }
             Err(e) if e.is_connect() => failed(
                 None,
                 format!("cannot connect: {}", error_chain(&e.without_url())),

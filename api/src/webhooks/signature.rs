@@ -99,10 +99,7 @@ mod tests {
         let mut m = HmacSha256::new_from_slice(b"s3cret").unwrap();
         m.update(b"1700000000.");
         m.update(body);
-        assert_eq!(
-            v1,
-            format!("v1={}", hex::encode(m.finalize().into_bytes()))
-        );
+        assert_eq!(v1, format!("v1={}", hex::encode(m.finalize().into_bytes())));
         assert_eq!(v1.len(), 3 + 64);
     }
 
