@@ -44,6 +44,8 @@ enum Command {
 enum BenchCommand {
     /// Concurrent job lifecycles appended through the EventStore API.
     Append(bench::append::AppendArgs),
+    /// POST /v1/jobs load over HTTP: requests/s, latency and read-model visibility.
+    Commands(bench::commands::CommandsArgs),
     /// Rebuild a projection over a store filled by `bench append --keep`.
     Rebuild(bench::rebuild::RebuildArgs),
 }
@@ -89,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench { which } => match which {
             BenchCommand::Append(args) => bench::append::run(args).await,
             BenchCommand::Rebuild(args) => bench::rebuild::run(args).await,
+            BenchCommand::Commands(args) => bench::commands::run(args).await,
         },
     }
 }

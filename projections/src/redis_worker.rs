@@ -47,6 +47,10 @@ pub async fn resume(model: &RedisReadModel) -> Result<(), ProjectionError> {
     conn.del::<_, ()>(state_key(model)).await.map_err(redis_err)
 }
 
+/// Partitions worked on at once: round trips to Redis overlap, which keeps the delay from
+/// an append to its visibility in the model short.
+const PARALLEL_PARTITIONS: usize = 8;
+
 /// Runs the model until `shutdown` turns true.
 pub async fn run(
     store: Arc<dyn EventStore>,
@@ -54,59 +58,16 @@ pub async fn run(
     config: WorkerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ProjectionError> {
+    use futures::StreamExt;
     let mut tail = store.tail(store.head().await?).await?;
     while !*shutdown.borrow() {
-        let mut progressed = false;
-        for p in 0..store.partitions() {
-            match stalled(&model, p).await {
-                Ok(Some(_)) => continue,
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "redis read model state unavailable; waiting");
-                    tokio::time::sleep(config.backoff).await;
-                    continue;
-                }
-            }
-            let mut delay = config.backoff;
-            let mut attempt = 1;
-            loop {
-                let started = std::time::Instant::now();
-                match model.run_batch(&*store, p, config.batch).await {
-                    Ok(n) => {
-                        if n > 0 {
-                            metrics::histogram!(crate::worker::BATCH_DURATION, "projection" => "redis")
-                                .record(started.elapsed());
-                        }
-                        progressed |= n > 0;
-                        break;
-                    }
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!(partition = p, error = %e, "backend unavailable; waiting");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                    Err(e) if attempt < config.max_attempts => {
-                        tracing::warn!(partition = p, attempt, error = %e, "batch failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                        attempt += 1;
-                    }
-                    Err(e) => {
-                        let at = match &e {
-                            ProjectionError::Apply { position, .. } => position.clone(),
-                            _ => String::new(),
-                        };
-                        tracing::error!(partition = p, error = %e, position = %at,
-                            "redis read model stalled");
-                        let mut conn = model.connection();
-                        let _: Result<(), _> = conn
-                            .hset(state_key(&model), p, format!("stalled\n{at}\n{e}"))
-                            .await;
-                        break;
-                    }
-                }
-            }
-        }
+        let progressed = futures::stream::iter(0..store.partitions())
+            .map(|p| partition_pass(&*store, &model, p, &config))
+            .buffer_unordered(PARALLEL_PARTITIONS)
+            // Every partition's pass runs to its end (no short-circuit: a dropped pass
+            // would just be redone, but it would delay that partition for a round).
+            .fold(false, |any, progressed| async move { any || progressed })
+            .await;
         if !progressed {
             crate::runtime::wait_for_append(
                 &*store,
@@ -118,4 +79,61 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// One batch of partition `p` (with bounded retries, then a recorded stall); returns
+/// whether it applied anything.
+async fn partition_pass(
+    store: &dyn EventStore,
+    model: &RedisReadModel,
+    p: u32,
+    config: &WorkerConfig,
+) -> bool {
+    match stalled(model, p).await {
+        Ok(Some(_)) => return false,
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "redis read model state unavailable; waiting");
+            tokio::time::sleep(config.backoff).await;
+            return false;
+        }
+    }
+    let mut delay = config.backoff;
+    let mut attempt = 1;
+    loop {
+        let started = std::time::Instant::now();
+        match model.run_batch(store, p, config.batch).await {
+            Ok(n) => {
+                if n > 0 {
+                    metrics::histogram!(crate::worker::BATCH_DURATION, "projection" => "redis")
+                        .record(started.elapsed());
+                }
+                return n > 0;
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(partition = p, error = %e, "backend unavailable; waiting");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) if attempt < config.max_attempts => {
+                tracing::warn!(partition = p, attempt, error = %e, "batch failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => {
+                let at = match &e {
+                    ProjectionError::Apply { position, .. } => position.clone(),
+                    _ => String::new(),
+                };
+                tracing::error!(partition = p, error = %e, position = %at,
+                    "redis read model stalled");
+                let mut conn = model.connection();
+                let _: Result<(), _> = conn
+                    .hset(state_key(model), p, format!("stalled\n{at}\n{e}"))
+                    .await;
+                return false;
+            }
+        }
+    }
 }

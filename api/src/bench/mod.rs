@@ -2,6 +2,7 @@
 
 pub mod append;
 pub mod ceiling;
+pub mod commands;
 pub mod rebuild;
 pub mod report;
 

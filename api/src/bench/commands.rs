@@ -1,0 +1,374 @@
+//! `jobsource bench commands`: `POST /v1/jobs` over HTTP with N connections.
+//!
+//! Phase 1 (throughput): N tasks, each with its own keep-alive connection, submit jobs in
+//! a closed loop; it reports requests/s and latency percentiles. Phase 2 (visibility):
+//! open-loop submits at a fixed rate (default 5 K/s); for each answered submit it measures
+//! the delay until the `redis` read model has applied it (its checkpoint, which moves in
+//! the same script call as the job's hash, has passed the answer's position; polled every
+//! millisecond; embedded mode polls `GET /v1/jobs/{id}` instead). The server
+//! is started in this process (on Redis + PostgreSQL, or embedded with `--memory`) unless
+//! `--url` names a running one. The last line of the output is JSON.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::{json, Map, Value};
+
+use super::report::{self, round, Latencies};
+use crate::serve::{ServeConfig, Server};
+
+/// Options of `bench commands`.
+#[derive(Debug, Clone, Args)]
+pub struct CommandsArgs {
+    /// Concurrent connections (phase 1).
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Submits in phase 1.
+    #[arg(long, default_value_t = 50_000)]
+    pub requests: u64,
+    /// A running server to load instead of starting one (e.g. http://127.0.0.1:8080).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Start the in-process server embedded (no Redis, no PostgreSQL).
+    #[arg(long)]
+    pub memory: bool,
+    /// Redis URL (in-process server, and the visibility probe).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// PostgreSQL URL of the in-process server.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub database_url: String,
+    /// Store prefix (default: a fresh `bench-cmd-<uuid>` for the in-process server).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Read-model namespace to probe with `--url` (default: the prefix).
+    #[arg(long)]
+    pub read_prefix: Option<String>,
+    /// Submits per second in phase 2.
+    #[arg(long, default_value_t = 5000)]
+    pub visibility_rate: u64,
+    /// Length of phase 2 in seconds (0 skips it).
+    #[arg(long, default_value_t = 5)]
+    pub visibility_seconds: u64,
+    /// Keep the benchmark's keys.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+const BODY: &str = r#"{"type":"upscale","prompt":"a lighthouse on a cliff at dusk, volumetric light, 35mm film grain, wide angle, highly detailed","parameters":{"width":1024,"height":1024,"steps":30,"guidance":7.5,"seed":42,"sampler":"dpmpp_2m","model":"sdxl-base-1.0"},"priority":50}"#;
+
+fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+/// Runs the benchmark.
+pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
+    let prefix = args
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("bench-cmd-{}", uuid::Uuid::now_v7().simple()));
+    let mut server = None;
+    let base = match &args.url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let config = ServeConfig {
+                redis_url: (!args.memory).then(|| args.redis_url.clone()),
+                database_url: (!args.memory).then(|| args.database_url.clone()),
+                prefix: prefix.clone(),
+                ..ServeConfig::default()
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let s = Server::start_on(config, listener).await?;
+            let base = format!("http://{}", s.addr);
+            server = Some(s);
+            base
+        }
+    };
+    let mode = if args.url.is_some() {
+        "external server"
+    } else if args.memory {
+        "in-process, embedded"
+    } else {
+        "in-process, redis+postgres"
+    };
+
+    // Phase 1: closed loop, N connections.
+    let http = client(args.connections)?;
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let (http, next, errors, base) = (http.clone(), next.clone(), errors.clone(), base.clone());
+        let total = args.requests;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Latencies::default();
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let t = Instant::now();
+                let res = http
+                    .post(format!("{base}/v1/jobs"))
+                    .header("content-type", "application/json")
+                    .body(BODY)
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
+                        let _ = r.bytes().await;
+                        lat.record(t.elapsed().as_micros());
+                    }
+                    Ok(r) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            let status = r.status();
+                            eprintln!(
+                                "first error: {status} {}",
+                                r.text().await.unwrap_or_default()
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("first error: {e}");
+                        }
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Latencies::default();
+    for t in tasks {
+        lat.merge(t.await?);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let ok = args.requests - errors.load(Ordering::Relaxed).min(args.requests);
+    let rps = ok as f64 / seconds;
+    let (p50, p99) = (lat.quantile_ms(0.50), lat.quantile_ms(0.99));
+
+    // Phase 2: open loop at a fixed rate, visibility in the read model.
+    let rm = args.read_prefix.clone().unwrap_or_else(|| prefix.clone());
+    let probe_redis = !(args.memory && args.url.is_none());
+    let (vis, vis_samples, vis_misses) = if args.visibility_seconds == 0 {
+        (Latencies::default(), 0, 0)
+    } else {
+        visibility(&args, &base, &rm, probe_redis).await?
+    };
+    let mut vis = vis;
+    let (v50, v99) = (vis.quantile_ms(0.50), vis.quantile_ms(0.99));
+
+    if let Some(s) = server.take() {
+        s.shutdown().await;
+    }
+    if !args.keep && args.url.is_none() && !args.memory {
+        let store = jobsource_eventstore::RedisStore::connect(
+            &args.redis_url,
+            jobsource_eventstore::StoreConfig {
+                prefix: prefix.clone(),
+                ..jobsource_eventstore::StoreConfig::default()
+            },
+        )
+        .await?;
+        super::delete_keys(&store, &format!("{prefix}:*")).await?;
+    }
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let rows = vec![
+        ("mode", mode.to_owned()),
+        ("cores", cores.to_string()),
+        ("connections", args.connections.to_string()),
+        ("requests", ok.to_string()),
+        ("errors", errors.load(Ordering::Relaxed).to_string()),
+        ("seconds", format!("{seconds:.3}")),
+        ("requests/s", format!("{rps:.0}")),
+        ("p50 ms", format!("{p50:.3}")),
+        ("p99 ms", format!("{p99:.3}")),
+        (
+            "visibility probe",
+            if probe_redis {
+                format!("{rm}:projection:redis:checkpoint every 1 ms")
+            } else {
+                "GET /v1/jobs/{id} every 1 ms".to_owned()
+            },
+        ),
+        ("visibility rate /s", args.visibility_rate.to_string()),
+        ("visibility samples", vis_samples.to_string()),
+        ("visibility misses (>2 s)", vis_misses.to_string()),
+        ("visibility p50 ms", format!("{v50:.3}")),
+        ("visibility p99 ms", format!("{v99:.3}")),
+    ];
+    let mut out = Map::new();
+    out.insert("requests".into(), json!(ok));
+    out.insert("seconds".into(), json!(round(seconds, 3)));
+    out.insert("requests_per_sec".into(), json!(rps.round()));
+    out.insert("p50_ms".into(), json!(round(p50, 3)));
+    out.insert("p99_ms".into(), json!(round(p99, 3)));
+    out.insert("errors".into(), json!(errors.load(Ordering::Relaxed)));
+    out.insert("connections".into(), json!(args.connections));
+    out.insert("visibility_rate".into(), json!(args.visibility_rate));
+    out.insert("visibility_samples".into(), json!(vis_samples));
+    out.insert("visibility_misses".into(), json!(vis_misses));
+    out.insert("visibility_p50_ms".into(), json!(round(v50, 3)));
+    out.insert("visibility_p99_ms".into(), json!(round(v99, 3)));
+    report::print("jobsource bench commands", &rows, &out);
+    Ok(())
+}
+
+/// Open-loop submits at `visibility_rate`; returns delays, samples and misses.
+///
+/// With Redis, one prober reads the `redis` projection's checkpoint hash every millisecond
+/// and resolves every answered submit whose position it has passed (the checkpoint moves in
+/// the same script call that writes the job's hash, so passing it means the hash is
+/// there); one call per millisecond keeps the probe from loading Redis itself.
+async fn visibility(
+    args: &CommandsArgs,
+    base: &str,
+    rm: &str,
+    probe_redis: bool,
+) -> anyhow::Result<(Latencies, u64, u64)> {
+    use jobsource_eventstore::{LogId, Position};
+    use std::sync::Mutex;
+
+    let http = client(256)?;
+    let pending: Arc<Mutex<Vec<(Instant, Position, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let per_ms = (args.visibility_rate as f64 / 1000.0).max(0.001);
+    let total = args.visibility_rate * args.visibility_seconds;
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut senders = Vec::with_capacity(total as usize);
+    let keys = jobsource_projections::redis_model::RmKeys::new(rm);
+    let prober = {
+        let (pending, finished, http, base) = (
+            pending.clone(),
+            finished.clone(),
+            http.clone(),
+            base.to_owned(),
+        );
+        let checkpoint_key = keys.checkpoint();
+        let mut redis = if probe_redis {
+            Some(
+                redis::Client::open(args.redis_url.as_str())?
+                    .get_multiplexed_async_connection()
+                    .await?,
+            )
+        } else {
+            None
+        };
+        tokio::spawn(async move {
+            let mut lat = Latencies::default();
+            let (mut samples, mut misses) = (0u64, 0u64);
+            loop {
+                let all_sent = finished.load(Ordering::SeqCst);
+                let batch: Vec<(Instant, Position, String)> = {
+                    let mut p = pending
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    std::mem::take(&mut *p)
+                };
+                let mut keep = Vec::new();
+                match &mut redis {
+                    Some(conn) => {
+                        let cp: std::collections::HashMap<u32, String> = redis::cmd("HGETALL")
+                            .arg(&checkpoint_key)
+                            .query_async(conn)
+                            .await
+                            .unwrap_or_default();
+                        for (t, pos, id) in batch {
+                            let reached = cp
+                                .get(&pos.partition)
+                                .and_then(|c| c.parse::<LogId>().ok())
+                                .is_some_and(|c| c >= pos.id);
+                            if reached {
+                                samples += 1;
+                                lat.record(t.elapsed().as_micros());
+                            } else if t.elapsed() > Duration::from_secs(2) {
+                                misses += 1;
+                            } else {
+                                keep.push((t, pos, id));
+                            }
+                        }
+                    }
+                    None => {
+                        for (t, pos, id) in batch {
+                            let ok = http
+                                .get(format!("{base}/v1/jobs/{id}"))
+                                .send()
+                                .await
+                                .is_ok_and(|r| r.status().is_success());
+                            if ok {
+                                samples += 1;
+                                lat.record(t.elapsed().as_micros());
+                            } else if t.elapsed() > Duration::from_secs(2) {
+                                misses += 1;
+                            } else {
+                                keep.push((t, pos, id));
+                            }
+                        }
+                    }
+                }
+                let left = {
+                    let mut p = pending
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    p.extend(keep);
+                    p.len()
+                };
+                if all_sent && left == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (lat, samples, misses)
+        })
+    };
+    while sent < total {
+        ticker.tick().await;
+        let due = ((started.elapsed().as_secs_f64() * 1000.0) * per_ms) as u64;
+        while sent < due.min(total) {
+            sent += 1;
+            let (http, base, pending) = (http.clone(), base.to_owned(), pending.clone());
+            senders.push(tokio::spawn(async move {
+                let res = http
+                    .post(format!("{base}/v1/jobs"))
+                    .header("content-type", "application/json")
+                    .body(BODY)
+                    .send()
+                    .await;
+                let body: Option<Value> = match res {
+                    Ok(r) => r.json().await.ok(),
+                    Err(_) => None,
+                };
+                let at = Instant::now();
+                let parsed = body.as_ref().and_then(|b| {
+                    Some((
+                        b["position"].as_str()?.parse::<Position>().ok()?,
+                        b["job_id"].as_str()?.to_owned(),
+                    ))
+                });
+                if let Some((pos, id)) = parsed {
+                    pending
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((at, pos, id));
+                }
+            }));
+        }
+    }
+    for s in senders {
+        s.await?;
+    }
+    // Every submit has answered; the prober resolves what is pending (or times it out).
+    finished.store(true, Ordering::SeqCst);
+    Ok(prober.await?)
+}
