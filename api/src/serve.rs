@@ -294,7 +294,10 @@ impl Server {
             workers.push(tokio::spawn(Arc::new(sender).run(workers_rx.clone())));
         }
         crate::metrics::install();
-        workers.push(tokio::spawn(sample_status(state.clone(), workers_rx.clone())));
+        workers.push(tokio::spawn(sample_status(
+            state.clone(),
+            workers_rx.clone(),
+        )));
         let (stop_http, mut http_rx) = watch::channel(false);
         let router = app(state.clone());
         let http = tokio::spawn(async move {

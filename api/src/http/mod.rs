@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod openapi;
+pub mod seed;
 pub mod v1;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -207,6 +208,9 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
         .any(|k| keys.iter().any(|known| known == k));
     if ok {
         next.run(req).await
+    } else if req.uri().path().starts_with("/api/") {
+        // The seed surface answers in its own error shape.
+        seed::unauthorized()
     } else {
         ApiError::Unauthorized.into_response()
     }
@@ -223,6 +227,7 @@ async fn not_found() -> ApiError {
 pub fn app(state: AppState) -> Router {
     let protected = Router::new()
         .nest("/v1", v1::routes())
+        .nest("/api", seed::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .merge(protected)

@@ -41,9 +41,15 @@ impl Modify for Security {
         admin::projections, admin::rebuild,
         webhooks::list, webhooks::get, webhooks::retry,
         super::health::health, super::health::ready,
+        super::seed::submit, super::seed::job_status, super::seed::cancel_job, super::seed::job_stats,
+        super::seed::create_workflow, super::seed::workflow_status, super::seed::cancel_workflow,
+        super::seed::workflow_stats, super::seed::internal_progress, super::seed::internal_complete,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, FieldDetail, Health,
+        super::seed::SeedErrorBody, super::seed::SeedErrorDetail, super::seed::SeedSubmit,
+        super::seed::SeedReason, super::seed::SeedStep, super::seed::SeedWorkflow,
+        super::seed::SeedProgress, super::seed::SeedComplete,
         JobView, StepView, WorkflowView, JobStats, WorkflowStats, ProjectionStatus,
         Page<JobView>, Page<WorkflowView>,
         dto::SubmitJobRequest, dto::RequirementsBody, dto::AssignRequest, dto::ProgressRequest,
@@ -64,6 +70,7 @@ impl Modify for Security {
         (name = "projections", description = "Read models"),
         (name = "webhooks", description = "Webhook deliveries"),
         (name = "health", description = "Health"),
+        (name = "seed", description = "The seed system's API (/api), for its existing clients"),
     )
 )]
 pub struct ApiDoc;

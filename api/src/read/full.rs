@@ -920,6 +920,28 @@ impl ReadSide for FullReadSide {
         Ok(())
     }
 
+    async fn queue_counts(&self) -> Result<super::QueueCounts, ServiceError> {
+        let keys = self.redis.keys();
+        let mut conn = self.conn();
+        let (pending, assigned, completed, failed): (u64, u64, u64, u64) = redis::pipe()
+            .cmd("ZCARD")
+            .arg(keys.key("jobs:pending"))
+            .cmd("SCARD")
+            .arg(keys.key("jobs:assigned"))
+            .cmd("SCARD")
+            .arg(keys.key("jobs:completed"))
+            .cmd("SCARD")
+            .arg(keys.key("jobs:failed"))
+            .query_async(&mut conn)
+            .await?;
+        Ok(super::QueueCounts {
+            pending,
+            assigned,
+            completed,
+            failed,
+        })
+    }
+
     async fn events(
         &self,
         after: Cursor,

@@ -401,6 +401,21 @@ impl ReadSide for MemoryReadModel {
         built
     }
 
+    async fn queue_counts(&self) -> Result<super::QueueCounts, ServiceError> {
+        let state = self.state.read().await;
+        let mut c = super::QueueCounts::default();
+        for (job, _) in state.jobs.values() {
+            match job.status {
+                Some(JobStatus::Pending) => c.pending += 1,
+                Some(JobStatus::Assigned | JobStatus::Running) => c.assigned += 1,
+                Some(JobStatus::Completed) => c.completed += 1,
+                Some(JobStatus::Failed) => c.failed += 1,
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+
     async fn events(
         &self,
         after: Cursor,

@@ -44,6 +44,19 @@ pub struct PendingEntry {
     pub job_id: Uuid,
 }
 
+/// Sizes of the hot model's queue structures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Pending jobs.
+    pub pending: u64,
+    /// Assigned or running jobs.
+    pub assigned: u64,
+    /// Completed jobs.
+    pub completed: u64,
+    /// Failed jobs.
+    pub failed: u64,
+}
+
 /// Queries every deployment answers.
 #[async_trait]
 pub trait ReadSide: Send + Sync + 'static {
@@ -89,6 +102,11 @@ pub trait ReadSide: Send + Sync + 'static {
     /// Starts rebuilding projection `name` from `from` in the background (the live model
     /// keeps serving until the swap). Unknown names are a 404-style validation error.
     async fn rebuild(&self, name: &str, from: Offset) -> Result<(), ServiceError>;
+
+    /// The queue structures of the hot model: pending jobs, assigned or running jobs,
+    /// completed jobs and failed jobs (the seed's `jobs:pending` zset and
+    /// `jobs:assigned|completed|failed` sets).
+    async fn queue_counts(&self) -> Result<QueueCounts, ServiceError>;
 
     /// A page of the audit log after `after` (see [`crate::service::events`]).
     async fn events(
