@@ -5,6 +5,7 @@ pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod orchestrator;
 pub mod read;

@@ -52,6 +52,8 @@ pub struct ServeConfig {
     pub http: HttpConfig,
     /// Projection worker settings.
     pub worker: WorkerConfig,
+    /// Events a WebSocket client may fall behind before it is closed.
+    pub live_buffer: usize,
     /// Webhook sender settings (secret, attempts, timeout, backoff).
     pub webhooks: crate::webhooks::WebhookConfig,
 }
@@ -67,6 +69,7 @@ impl Default for ServeConfig {
             read_prefix: None,
             job_types_file: None,
             http: HttpConfig::default(),
+            live_buffer: 4096,
             worker: WorkerConfig {
                 batch: 500,
                 max_attempts: 5,
@@ -294,6 +297,13 @@ impl Server {
             workers.push(tokio::spawn(Arc::new(sender).run(workers_rx.clone())));
         }
         crate::metrics::install();
+        // One live tail of the log for every WebSocket client.
+        let feed = crate::live::LiveFeed::new(config.live_buffer);
+        workers.push(tokio::spawn(
+            feed.clone()
+                .run(state.service().store().clone(), workers_rx.clone()),
+        ));
+        let state = state.with_live(feed);
         workers.push(tokio::spawn(sample_status(
             state.clone(),
             workers_rx.clone(),

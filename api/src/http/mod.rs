@@ -11,6 +11,7 @@ pub mod health;
 pub mod openapi;
 pub mod seed;
 pub mod v1;
+pub mod ws;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -58,6 +59,7 @@ struct Inner {
     config: HttpConfig,
     shutting_down: AtomicBool,
     webhooks: std::sync::OnceLock<Arc<dyn crate::webhooks::DeliveryStore>>,
+    live: std::sync::OnceLock<Arc<crate::live::LiveFeed>>,
 }
 
 /// What every handler can reach.
@@ -82,6 +84,7 @@ impl AppState {
                 config,
                 shutting_down: AtomicBool::new(false),
                 webhooks: std::sync::OnceLock::new(),
+                live: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -94,6 +97,19 @@ impl AppState {
     /// The query layer.
     pub fn read(&self) -> &Arc<dyn ReadSide> {
         &self.inner.read
+    }
+
+    /// Attaches the live feed (`/ws`). Set once.
+    pub fn with_live(self, feed: Arc<crate::live::LiveFeed>) -> Self {
+        if self.inner.live.set(feed).is_err() {
+            tracing::warn!("live feed already attached; keeping the first");
+        }
+        self
+    }
+
+    /// The live feed, when attached.
+    pub fn live(&self) -> Option<&Arc<crate::live::LiveFeed>> {
+        self.inner.live.get()
     }
 
     /// Attaches the webhook delivery records (`/v1/webhooks/deliveries`). Set once: a
@@ -235,6 +251,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/openapi.json", get(openapi::document))
         .route("/metrics", get(crate::metrics::render))
+        .route("/ws", get(ws::handler))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config().body_limit))
         .route_layer(middleware::from_fn(track))
