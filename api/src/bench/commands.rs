@@ -276,45 +276,45 @@ async fn visibility(
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     std::mem::take(&mut *p)
                 };
-                let mut keep = Vec::new();
-                match &mut redis {
+                // Which answered submits the read model shows now.
+                let visible: Vec<bool> = match &mut redis {
                     Some(conn) => {
                         let cp: std::collections::HashMap<u32, String> = redis::cmd("HGETALL")
                             .arg(&checkpoint_key)
                             .query_async(conn)
                             .await
                             .unwrap_or_default();
-                        for (t, pos, id) in batch {
-                            let reached = cp
-                                .get(&pos.partition)
-                                .and_then(|c| c.parse::<LogId>().ok())
-                                .is_some_and(|c| c >= pos.id);
-                            if reached {
-                                samples += 1;
-                                lat.record(t.elapsed().as_micros());
-                            } else if t.elapsed() > Duration::from_secs(2) {
-                                misses += 1;
-                            } else {
-                                keep.push((t, pos, id));
-                            }
-                        }
+                        batch
+                            .iter()
+                            .map(|(_, pos, _)| {
+                                cp.get(&pos.partition)
+                                    .and_then(|c| c.parse::<LogId>().ok())
+                                    .is_some_and(|c| c >= pos.id)
+                            })
+                            .collect()
                     }
                     None => {
-                        for (t, pos, id) in batch {
-                            let ok = http
-                                .get(format!("{base}/v1/jobs/{id}"))
-                                .send()
-                                .await
-                                .is_ok_and(|r| r.status().is_success());
-                            if ok {
-                                samples += 1;
-                                lat.record(t.elapsed().as_micros());
-                            } else if t.elapsed() > Duration::from_secs(2) {
-                                misses += 1;
-                            } else {
-                                keep.push((t, pos, id));
-                            }
+                        let mut v = Vec::with_capacity(batch.len());
+                        for (_, _, id) in &batch {
+                            v.push(
+                                http.get(format!("{base}/v1/jobs/{id}"))
+                                    .send()
+                                    .await
+                                    .is_ok_and(|r| r.status().is_success()),
+                            );
                         }
+                        v
+                    }
+                };
+                let mut keep = Vec::new();
+                for ((t, pos, id), seen) in batch.into_iter().zip(visible) {
+                    if seen {
+                        samples += 1;
+                        lat.record(t.elapsed().as_micros());
+                    } else if t.elapsed() > Duration::from_secs(2) {
+                        misses += 1;
+                    } else {
+                        keep.push((t, pos, id));
                     }
                 }
                 let left = {

@@ -278,13 +278,5 @@ pub async fn events(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> Result<Json<StreamEvents>, ApiError> {
-    let stream = job_stream(id);
-    let history = state.service().history(&stream).await?;
-    if history.is_empty() {
-        return Err(ApiError::job_not_found(id));
-    }
-    Ok(Json(StreamEvents {
-        stream,
-        events: history.into_iter().map(EventView::from).collect(),
-    }))
+    super::stream_events(&state, job_stream(id), ApiError::job_not_found(id)).await
 }

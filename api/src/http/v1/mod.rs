@@ -126,5 +126,21 @@ pub fn limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, 
     }
 }
 
+/// The envelopes of `stream` (an aggregate's audit trail); `not_found` when it is empty.
+pub async fn stream_events(
+    state: &AppState,
+    stream: String,
+    not_found: ApiError,
+) -> Result<axum::Json<dto::StreamEvents>, ApiError> {
+    let history = state.service().history(&stream).await?;
+    if history.is_empty() {
+        return Err(not_found);
+    }
+    Ok(axum::Json(dto::StreamEvents {
+        stream,
+        events: history.into_iter().map(dto::EventView::from).collect(),
+    }))
+}
+
 /// How long a read-your-writes wait may take before the query answers anyway.
 pub const DEFAULT_MIN_POSITION_TIMEOUT: Duration = Duration::from_secs(5);

@@ -139,13 +139,10 @@ pub async fn events(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> Result<Json<StreamEvents>, ApiError> {
-    let stream = workflow_stream(id);
-    let history = state.service().history(&stream).await?;
-    if history.is_empty() {
-        return Err(ApiError::workflow_not_found(id));
-    }
-    Ok(Json(StreamEvents {
-        stream,
-        events: history.into_iter().map(EventView::from).collect(),
-    }))
+    super::stream_events(
+        &state,
+        workflow_stream(id),
+        ApiError::workflow_not_found(id),
+    )
+    .await
 }
