@@ -52,8 +52,9 @@ pub struct ServeConfig {
     pub http: HttpConfig,
     /// Projection worker settings.
     pub worker: WorkerConfig,
-    /// Events a WebSocket client may fall behind before it is closed.
-    pub live_buffer: usize,
+    /// WebSocket limits: events a client may fall behind before it is closed, ping
+    /// interval, pong timeout.
+    pub live: crate::live::LiveConfig,
     /// Webhook sender settings (secret, attempts, timeout, backoff).
     pub webhooks: crate::webhooks::WebhookConfig,
 }
@@ -69,7 +70,7 @@ impl Default for ServeConfig {
             read_prefix: None,
             job_types_file: None,
             http: HttpConfig::default(),
-            live_buffer: 4096,
+            live: crate::live::LiveConfig::default(),
             worker: WorkerConfig {
                 batch: 500,
                 max_attempts: 5,
@@ -298,7 +299,7 @@ impl Server {
         }
         crate::metrics::install();
         // One live tail of the log for every WebSocket client.
-        let feed = crate::live::LiveFeed::new(config.live_buffer);
+        let feed = crate::live::LiveFeed::with_config(config.live);
         workers.push(tokio::spawn(
             feed.clone()
                 .run(state.service().store().clone(), workers_rx.clone()),

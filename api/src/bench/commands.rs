@@ -5,7 +5,8 @@
 //! open-loop submits at a fixed rate (default 5 K/s); for each answered submit it measures
 //! the delay until the `redis` read model has applied it (its checkpoint, which moves in
 //! the same script call as the job's hash, has passed the answer's position; polled every
-//! millisecond; embedded mode polls `GET /v1/jobs/{id}` instead). The server
+//! millisecond, or with `--probe exists` until `<rm>:job:<id>` exists; embedded mode polls
+//! `GET /v1/jobs/{id}` instead). The server
 //! is started in this process (on Redis + PostgreSQL, or embedded with `--memory`) unless
 //! `--url` names a running one. The last line of the output is JSON.
 
@@ -28,6 +29,9 @@ pub struct CommandsArgs {
     /// Submits in phase 1.
     #[arg(long, default_value_t = 50_000)]
     pub requests: u64,
+    /// Run phase 1 for this many seconds instead of a fixed number of requests.
+    #[arg(long)]
+    pub seconds: Option<f64>,
     /// A running server to load instead of starting one (e.g. http://127.0.0.1:8080).
     #[arg(long)]
     pub url: Option<String>,
@@ -56,9 +60,22 @@ pub struct CommandsArgs {
     /// Length of phase 2 in seconds (0 skips it).
     #[arg(long, default_value_t = 5)]
     pub visibility_seconds: u64,
+    /// How phase 2 sees a job in the Redis read model.
+    #[arg(long, value_enum, default_value_t = Probe::Checkpoint)]
+    pub probe: Probe,
     /// Keep the benchmark's keys.
     #[arg(long)]
     pub keep: bool,
+}
+
+/// How the visibility phase decides that the Redis read model shows a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Probe {
+    /// One `HGETALL` of the `redis` projection's checkpoint per millisecond (cheap: one
+    /// call whatever the number of pending jobs).
+    Checkpoint,
+    /// One pipeline of `EXISTS <rm>:job:<id>` for every pending job per millisecond.
+    Exists,
 }
 
 const BODY: &str = r#"{"type":"upscale","prompt":"a lighthouse on a cliff at dusk, volumetric light, 35mm film grain, wide angle, highly detailed","parameters":{"width":1024,"height":1024,"steps":30,"guidance":7.5,"seed":42,"sampler":"dpmpp_2m","model":"sdxl-base-1.0"},"priority":50}"#;
@@ -107,13 +124,22 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let deadline = args
+        .seconds
+        .map(|s| started + Duration::from_secs_f64(s.max(0.0)));
+    let total = if deadline.is_some() {
+        u64::MAX
+    } else {
+        args.requests
+    };
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
         let (http, next, errors, base) = (http.clone(), next.clone(), errors.clone(), base.clone());
-        let total = args.requests;
         tasks.push(tokio::spawn(async move {
             let mut lat = Latencies::default();
-            while next.fetch_add(1, Ordering::Relaxed) < total {
+            while deadline.is_none_or(|d| Instant::now() < d)
+                && next.fetch_add(1, Ordering::Relaxed) < total
+            {
                 let t = Instant::now();
                 let res = http
                     .post(format!("{base}/v1/jobs"))
@@ -150,20 +176,20 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
         lat.merge(t.await?);
     }
     let seconds = started.elapsed().as_secs_f64();
-    let ok = args.requests - errors.load(Ordering::Relaxed).min(args.requests);
+    let sent = next.load(Ordering::Relaxed).min(total);
+    let ok = sent - errors.load(Ordering::Relaxed).min(sent);
     let rps = ok as f64 / seconds;
     let (p50, p99) = (lat.quantile_ms(0.50), lat.quantile_ms(0.99));
 
     // Phase 2: open loop at a fixed rate, visibility in the read model.
     let rm = args.read_prefix.clone().unwrap_or_else(|| prefix.clone());
     let probe_redis = !(args.memory && args.url.is_none());
-    let (vis, vis_samples, vis_misses) = if args.visibility_seconds == 0 {
-        (Latencies::default(), 0, 0)
+    let mut vis = if args.visibility_seconds == 0 {
+        Visibility::default()
     } else {
         visibility(&args, &base, &rm, probe_redis).await?
     };
-    let mut vis = vis;
-    let (v50, v99) = (vis.quantile_ms(0.50), vis.quantile_ms(0.99));
+    let (v50, v99) = (vis.lat.quantile_ms(0.50), vis.lat.quantile_ms(0.99));
 
     if let Some(s) = server.take() {
         s.shutdown().await;
@@ -193,15 +219,19 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
         ("p99 ms", format!("{p99:.3}")),
         (
             "visibility probe",
-            if probe_redis {
-                format!("{rm}:projection:redis:checkpoint every 1 ms")
+            if !probe_redis {
+                "GET /v1/jobs/{id} every 1 ms (no Redis)".to_owned()
+            } else if args.probe == Probe::Exists {
+                format!("EXISTS {rm}:job:<id> every 1 ms")
             } else {
-                "GET /v1/jobs/{id} every 1 ms".to_owned()
+                format!("{rm}:projection:redis:checkpoint every 1 ms")
             },
         ),
         ("visibility rate /s", args.visibility_rate.to_string()),
-        ("visibility samples", vis_samples.to_string()),
-        ("visibility misses (>2 s)", vis_misses.to_string()),
+        ("visibility submits/s reached", format!("{:.0}", vis.rate)),
+        ("visibility submit errors", vis.submit_errors.to_string()),
+        ("visibility samples", vis.samples.to_string()),
+        ("visibility misses (>2 s)", vis.misses.to_string()),
         ("visibility p50 ms", format!("{v50:.3}")),
         ("visibility p99 ms", format!("{v99:.3}")),
     ];
@@ -214,26 +244,56 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
     out.insert("errors".into(), json!(errors.load(Ordering::Relaxed)));
     out.insert("connections".into(), json!(args.connections));
     out.insert("visibility_rate".into(), json!(args.visibility_rate));
-    out.insert("visibility_samples".into(), json!(vis_samples));
-    out.insert("visibility_misses".into(), json!(vis_misses));
+    let probe = match (probe_redis, args.probe) {
+        (false, _) => "http_get",
+        (true, Probe::Exists) => "exists",
+        (true, Probe::Checkpoint) => "checkpoint",
+    };
+    out.insert("visibility_probe".into(), json!(probe));
+    out.insert("visibility_rate_reached".into(), json!(vis.rate.round()));
+    out.insert("visibility_submit_errors".into(), json!(vis.submit_errors));
+    out.insert("visibility_samples".into(), json!(vis.samples));
+    out.insert("visibility_misses".into(), json!(vis.misses));
     out.insert("visibility_p50_ms".into(), json!(round(v50, 3)));
     out.insert("visibility_p99_ms".into(), json!(round(v99, 3)));
     report::print("jobsource bench commands", &rows, &out);
     Ok(())
 }
 
+/// Result of the visibility phase.
+#[derive(Debug, Default)]
+struct Visibility {
+    /// Delays from a submit's answer until the read model showed the job.
+    lat: Latencies,
+    /// Submits seen in the read model within 2 s.
+    samples: u64,
+    /// Submits not seen within 2 s.
+    misses: u64,
+    /// Submits that failed or did not answer 201 with a position (not probed).
+    submit_errors: u64,
+    /// Submits per second actually sent (below the target rate when the in-flight cap of
+    /// [`VISIBILITY_IN_FLIGHT`] requests held the sender back).
+    rate: f64,
+}
+
+/// At most this many phase-2 submits in flight: an open loop against a server that falls
+/// behind would otherwise open a connection per request until file descriptors run out.
+const VISIBILITY_IN_FLIGHT: usize = 1024;
+
 /// Open-loop submits at `visibility_rate`; returns delays, samples and misses.
 ///
 /// With Redis, one prober reads the `redis` projection's checkpoint hash every millisecond
 /// and resolves every answered submit whose position it has passed (the checkpoint moves in
 /// the same script call that writes the job's hash, so passing it means the hash is
-/// there); one call per millisecond keeps the probe from loading Redis itself.
+/// there); one call per millisecond keeps the probe from loading Redis itself. With
+/// `--probe exists` it instead sends one pipeline of `EXISTS <rm>:job:<id>` for every
+/// pending submit each millisecond.
 async fn visibility(
     args: &CommandsArgs,
     base: &str,
     rm: &str,
     probe_redis: bool,
-) -> anyhow::Result<(Latencies, u64, u64)> {
+) -> anyhow::Result<Visibility> {
     use jobsource_eventstore::{LogId, Position};
     use std::sync::Mutex;
 
@@ -256,6 +316,7 @@ async fn visibility(
             base.to_owned(),
         );
         let checkpoint_key = keys.checkpoint();
+        let exists = args.probe == Probe::Exists;
         let mut redis = if probe_redis {
             Some(
                 redis::Client::open(args.redis_url.as_str())?
@@ -278,6 +339,14 @@ async fn visibility(
                 };
                 // Which answered submits the read model shows now.
                 let visible: Vec<bool> = match &mut redis {
+                    Some(_) if batch.is_empty() => Vec::new(),
+                    Some(conn) if exists => {
+                        let mut pipe = redis::pipe();
+                        for (_, _, id) in &batch {
+                            pipe.exists(keys.job(id));
+                        }
+                        pipe.query_async(conn).await.unwrap_or_default()
+                    }
                     Some(conn) => {
                         let cp: std::collections::HashMap<u32, String> = redis::cmd("HGETALL")
                             .arg(&checkpoint_key)
@@ -332,13 +401,18 @@ async fn visibility(
             (lat, samples, misses)
         })
     };
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(VISIBILITY_IN_FLIGHT));
+    let submit_errors = Arc::new(AtomicU64::new(0));
     while sent < total {
         ticker.tick().await;
         let due = ((started.elapsed().as_secs_f64() * 1000.0) * per_ms) as u64;
         while sent < due.min(total) {
             sent += 1;
+            let permit = in_flight.clone().acquire_owned().await?;
             let (http, base, pending) = (http.clone(), base.to_owned(), pending.clone());
+            let submit_errors = submit_errors.clone();
             senders.push(tokio::spawn(async move {
+                let _permit = permit;
                 let res = http
                     .post(format!("{base}/v1/jobs"))
                     .header("content-type", "application/json")
@@ -346,8 +420,23 @@ async fn visibility(
                     .send()
                     .await;
                 let body: Option<Value> = match res {
-                    Ok(r) => r.json().await.ok(),
-                    Err(_) => None,
+                    Ok(r) if r.status() == reqwest::StatusCode::CREATED => r.json().await.ok(),
+                    Ok(r) => {
+                        if submit_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            let status = r.status();
+                            eprintln!(
+                                "first visibility-phase error: {status} {}",
+                                r.text().await.unwrap_or_default()
+                            );
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        if submit_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("first visibility-phase error: {e}");
+                        }
+                        return;
+                    }
                 };
                 let at = Instant::now();
                 let parsed = body.as_ref().and_then(|b| {
@@ -356,19 +445,32 @@ async fn visibility(
                         b["job_id"].as_str()?.to_owned(),
                     ))
                 });
-                if let Some((pos, id)) = parsed {
-                    pending
+                match parsed {
+                    Some((pos, id)) => pending
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push((at, pos, id));
+                        .push((at, pos, id)),
+                    None => {
+                        if submit_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("first visibility-phase error: 201 without job_id/position");
+                        }
+                    }
                 }
             }));
         }
     }
+    let rate = sent as f64 / started.elapsed().as_secs_f64();
     for s in senders {
         s.await?;
     }
     // Every submit has answered; the prober resolves what is pending (or times it out).
     finished.store(true, Ordering::SeqCst);
-    Ok(prober.await?)
+    let (lat, samples, misses) = prober.await?;
+    Ok(Visibility {
+        lat,
+        samples,
+        misses,
+        submit_errors: submit_errors.load(Ordering::Relaxed),
+        rate,
+    })
 }

@@ -6,6 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail, FieldDetail};
 use super::health::Health;
+use super::seed;
 use super::v1::{admin, dto, events, jobs, webhooks, workers, workflows};
 use crate::read::{
     JobStats, JobView, Page, ProjectionStatus, StepView, WorkflowStats, WorkflowView,
@@ -41,15 +42,21 @@ impl Modify for Security {
         admin::projections, admin::rebuild,
         webhooks::list, webhooks::get, webhooks::retry,
         super::health::health, super::health::ready,
-        super::seed::submit, super::seed::job_status, super::seed::cancel_job, super::seed::job_stats,
-        super::seed::create_workflow, super::seed::workflow_status, super::seed::cancel_workflow,
-        super::seed::workflow_stats, super::seed::internal_progress, super::seed::internal_complete,
+        seed::jobs::submit, seed::jobs::status, seed::jobs::cancel, seed::jobs::stats,
+        seed::workflows::create, seed::workflows::create_phase2, seed::workflows::status,
+        seed::workflows::cancel, seed::workflows::stats,
+        seed::internal::progress, seed::internal::complete,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, FieldDetail, Health,
-        super::seed::SeedErrorBody, super::seed::SeedErrorDetail, super::seed::SeedSubmit,
-        super::seed::SeedReason, super::seed::SeedStep, super::seed::SeedWorkflow,
-        super::seed::SeedProgress, super::seed::SeedComplete,
+        seed::SeedErrorBody, seed::SeedErrorDetail, seed::dto::SeedSubmitRequest,
+        seed::dto::SeedCancelRequest, seed::dto::SeedStepRequest, seed::dto::SeedWorkflowRequest,
+        seed::dto::SeedProgressRequest, seed::dto::SeedCompleteRequest, seed::dto::SeedOk,
+        seed::dto::SeedMessage, seed::dto::SeedSubmitResponse, seed::dto::SeedJob,
+        seed::dto::SeedJobStatusResponse, seed::dto::SeedJobStats, seed::dto::SeedJobStatsResponse,
+        seed::dto::SeedWorkflowCreated, seed::dto::SeedWorkflow, seed::dto::SeedStep,
+        seed::dto::SeedWorkflowStatusResponse, seed::dto::SeedWorkflowStats,
+        seed::dto::SeedWorkflowStatsResponse,
         JobView, StepView, WorkflowView, JobStats, WorkflowStats, ProjectionStatus,
         Page<JobView>, Page<WorkflowView>,
         dto::SubmitJobRequest, dto::RequirementsBody, dto::AssignRequest, dto::ProgressRequest,
