@@ -693,6 +693,18 @@ async fn openapi_lists_every_route_and_error() {
     }
     assert!(doc["paths"]["/v1/jobs"]["post"]["responses"]["422"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    // Generated clients name methods by operation id: every one must be unique.
+    let mut ids = std::collections::HashSet::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(id) = op.get("operationId").and_then(|i| i.as_str()) {
+                assert!(
+                    ids.insert(id.to_owned()),
+                    "operation id {id} repeated ({method} {path})"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]

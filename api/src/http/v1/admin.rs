@@ -11,7 +11,7 @@ use crate::http::extract::OptionalJsonBody;
 use crate::http::AppState;
 
 /// Status of every projection (and the orchestrator) per partition.
-#[utoipa::path(get, path = "/v1/projections", tag = "projections",
+#[utoipa::path(operation_id = "admin_projections", get, path = "/v1/projections", tag = "projections",
     responses((status = 200, body = ProjectionsResponse), (status = 503, body = ErrorBody)))]
 pub async fn projections(
     State(state): State<AppState>,
@@ -22,7 +22,7 @@ pub async fn projections(
 }
 
 /// Rebuild a projection beside the live one and swap when caught up.
-#[utoipa::path(post, path = "/v1/projections/{name}/rebuild", tag = "projections",
+#[utoipa::path(operation_id = "admin_rebuild", post, path = "/v1/projections/{name}/rebuild", tag = "projections",
     request_body = Option<RebuildRequest>, params(("name" = String, Path)),
     responses((status = 202, body = RebuildResponse), (status = 400, body = ErrorBody),
         (status = 503, body = ErrorBody)))]

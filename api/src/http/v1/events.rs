@@ -13,7 +13,7 @@ use crate::service::events::EventFilter;
 
 /// A page of events after an offset, filtered, with the cursor of the next page: from the
 /// archive, then the live log for what is not archived yet (embedded: the log).
-#[utoipa::path(get, path = "/v1/events", tag = "audit", params(EventsParams),
+#[utoipa::path(operation_id = "events_page", get, path = "/v1/events", tag = "audit", params(EventsParams),
     responses((status = 200, body = EventPageResponse), (status = 400, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn page(

@@ -32,7 +32,7 @@ fn answer(outcome: &Outcome<Job>) -> JobCommandResponse {
 }
 
 /// Submit a job.
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = SubmitJobRequest,
+#[utoipa::path(operation_id = "jobs_submit", post, path = "/v1/jobs", tag = "jobs", request_body = SubmitJobRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body: the original answer")),
     responses(
         (status = 201, body = JobCommandResponse, description = "Submitted"),
@@ -73,7 +73,7 @@ async fn run(
 }
 
 /// Assign a pending job to a worker.
-#[utoipa::path(post, path = "/v1/jobs/{id}/assign", tag = "jobs", request_body = AssignRequest,
+#[utoipa::path(operation_id = "jobs_assign", post, path = "/v1/jobs/{id}/assign", tag = "jobs", request_body = AssignRequest,
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<u64>, Header), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = JobCommandResponse), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "INVALID_TRANSITION or VERSION_CONFLICT"),
@@ -97,7 +97,7 @@ pub async fn assign(
 }
 
 /// Report progress (never decreases within an attempt).
-#[utoipa::path(post, path = "/v1/jobs/{id}/progress", tag = "jobs", request_body = ProgressRequest,
+#[utoipa::path(operation_id = "jobs_progress", post, path = "/v1/jobs/{id}/progress", tag = "jobs", request_body = ProgressRequest,
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<u64>, Header), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = JobCommandResponse), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
@@ -126,7 +126,7 @@ pub async fn progress(
 }
 
 /// Complete a job.
-#[utoipa::path(post, path = "/v1/jobs/{id}/complete", tag = "jobs", request_body = CompleteRequest,
+#[utoipa::path(operation_id = "jobs_complete", post, path = "/v1/jobs/{id}/complete", tag = "jobs", request_body = CompleteRequest,
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<u64>, Header), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = JobCommandResponse), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
@@ -150,7 +150,7 @@ pub async fn complete(
 }
 
 /// Fail a job (retried while `retryable` and the budget allows).
-#[utoipa::path(post, path = "/v1/jobs/{id}/fail", tag = "jobs", request_body = FailRequest,
+#[utoipa::path(operation_id = "jobs_fail", post, path = "/v1/jobs/{id}/fail", tag = "jobs", request_body = FailRequest,
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<u64>, Header), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = JobCommandResponse), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
@@ -174,7 +174,7 @@ pub async fn fail(
 }
 
 /// Cancel a waiting or pending job.
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", request_body = Option<CancelRequest>,
+#[utoipa::path(operation_id = "jobs_cancel", post, path = "/v1/jobs/{id}/cancel", tag = "jobs", request_body = Option<CancelRequest>,
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<u64>, Header), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = JobCommandResponse), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
@@ -198,7 +198,7 @@ pub async fn cancel(
 }
 
 /// Read a job: the hot read model, or its history folded to a version or a time.
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+#[utoipa::path(operation_id = "jobs_get", get, path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = uuid::Uuid, Path), JobGetParams, ("X-Min-Position" = Option<String>, Header)),
     responses((status = 200, body = JobView), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -238,7 +238,7 @@ pub async fn get(
 }
 
 /// List jobs (oldest first) with filters and a cursor.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+#[utoipa::path(operation_id = "jobs_list", get, path = "/v1/jobs", tag = "jobs",
     params(JobListParams, ("X-Min-Position" = Option<String>, Header)),
     responses((status = 200, body = Page<JobView>), (status = 400, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -259,7 +259,7 @@ pub async fn list(
 }
 
 /// Job counts by status and type, for jobs created in the timeframe.
-#[utoipa::path(get, path = "/v1/jobs/stats", tag = "jobs", params(StatsParams),
+#[utoipa::path(operation_id = "jobs_stats", get, path = "/v1/jobs/stats", tag = "jobs", params(StatsParams),
     responses((status = 200, body = JobStats), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn stats(
     State(state): State<AppState>,
@@ -272,7 +272,7 @@ pub async fn stats(
 }
 
 /// The job's events (its audit trail), in version order.
-#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", params(("id" = uuid::Uuid, Path)),
+#[utoipa::path(operation_id = "jobs_events", get, path = "/v1/jobs/{id}/events", tag = "jobs", params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = StreamEvents), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,

@@ -44,7 +44,7 @@ fn not_found(id: Uuid) -> ApiError {
 }
 
 /// Webhook deliveries, oldest event first, with every attempt.
-#[utoipa::path(get, path = "/v1/webhooks/deliveries", tag = "webhooks",
+#[utoipa::path(operation_id = "webhooks_list", get, path = "/v1/webhooks/deliveries", tag = "webhooks",
     params(DeliveryListParams),
     responses((status = 200, body = Page<Delivery>), (status = 400, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -68,7 +68,7 @@ pub async fn list(
 }
 
 /// One webhook delivery with every attempt.
-#[utoipa::path(get, path = "/v1/webhooks/deliveries/{id}", tag = "webhooks",
+#[utoipa::path(operation_id = "webhooks_get", get, path = "/v1/webhooks/deliveries/{id}", tag = "webhooks",
     params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Delivery), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -85,7 +85,7 @@ pub async fn get(
 
 /// Re-queue a dead-lettered delivery: due now, with a fresh round of attempts (its
 /// attempt history is kept). 409 `INVALID_TRANSITION` when it is not dead.
-#[utoipa::path(post, path = "/v1/webhooks/deliveries/{id}/retry", tag = "webhooks",
+#[utoipa::path(operation_id = "webhooks_retry", post, path = "/v1/webhooks/deliveries/{id}/retry", tag = "webhooks",
     params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = Delivery), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),

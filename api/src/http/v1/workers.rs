@@ -17,7 +17,7 @@ use crate::service::claims::{self, Claim};
 ///
 /// `Idempotency-Key` is not applied here: a claim targets whichever job is next, so a
 /// retried claim may rightly get a different one.
-#[utoipa::path(post, path = "/v1/workers/{worker_id}/claim", tag = "workers", request_body = ClaimRequest,
+#[utoipa::path(operation_id = "workers_claim", post, path = "/v1/workers/{worker_id}/claim", tag = "workers", request_body = ClaimRequest,
     params(("worker_id" = String, Path)),
     responses((status = 200, body = ClaimResponse, description = "A job, now assigned to the worker"),
         (status = 204, description = "Nothing pending that this worker can run"),

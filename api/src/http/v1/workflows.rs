@@ -32,7 +32,7 @@ fn answer(outcome: &Outcome<Workflow>) -> WorkflowCommandResponse {
 }
 
 /// Create a workflow; answers once every step's job exists.
-#[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = CreateWorkflowRequest,
+#[utoipa::path(operation_id = "workflows_create", post, path = "/v1/workflows", tag = "workflows", request_body = CreateWorkflowRequest,
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = WorkflowCommandResponse), (status = 200, body = WorkflowCommandResponse, description = "Replayed"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
@@ -56,7 +56,7 @@ pub async fn create(
 }
 
 /// Cancel a workflow (its waiting and pending jobs are cancelled by the orchestrator).
-#[utoipa::path(post, path = "/v1/workflows/{id}/cancel", tag = "workflows", request_body = Option<CancelRequest>,
+#[utoipa::path(operation_id = "workflows_cancel", post, path = "/v1/workflows/{id}/cancel", tag = "workflows", request_body = Option<CancelRequest>,
     params(("id" = uuid::Uuid, Path), ("If-Match" = Option<u64>, Header), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = WorkflowCommandResponse), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -81,7 +81,7 @@ pub async fn cancel(
 }
 
 /// A workflow with its steps and progress.
-#[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows",
+#[utoipa::path(operation_id = "workflows_get", get, path = "/v1/workflows/{id}", tag = "workflows",
     params(("id" = uuid::Uuid, Path), MinPositionParams, ("X-Min-Position" = Option<String>, Header)),
     responses((status = 200, body = WorkflowView), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -101,7 +101,7 @@ pub async fn get(
 }
 
 /// List workflows (oldest first).
-#[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
+#[utoipa::path(operation_id = "workflows_list", get, path = "/v1/workflows", tag = "workflows",
     params(WorkflowListParams, ("X-Min-Position" = Option<String>, Header)),
     responses((status = 200, body = Page<WorkflowView>), (status = 400, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -120,7 +120,7 @@ pub async fn list(
 }
 
 /// Workflow counts by status.
-#[utoipa::path(get, path = "/v1/workflows/stats", tag = "workflows", params(StatsParams),
+#[utoipa::path(operation_id = "workflows_stats", get, path = "/v1/workflows/stats", tag = "workflows", params(StatsParams),
     responses((status = 200, body = WorkflowStats), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn stats(
     State(state): State<AppState>,
@@ -133,7 +133,7 @@ pub async fn stats(
 }
 
 /// The workflow's events, in version order.
-#[utoipa::path(get, path = "/v1/workflows/{id}/events", tag = "workflows", params(("id" = uuid::Uuid, Path)),
+#[utoipa::path(operation_id = "workflows_events", get, path = "/v1/workflows/{id}/events", tag = "workflows", params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = StreamEvents), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
