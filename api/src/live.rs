@@ -58,14 +58,16 @@ pub struct LiveEvent {
     pub job_id: Option<Uuid>,
     /// The workflow's id (workflow events).
     pub workflow_id: Option<Uuid>,
-    /// The machine the job is (or, for its terminal event, was last) assigned to.
+    /// The machine the job is (or, for its terminal event, was last) assigned to; for an
+    /// event of a machine's own stream (`machine-<id>`), that machine.
     pub machine_id: Option<String>,
     /// The `/ws` message, serialized once for every client.
     wire: OnceLock<Option<Utf8Bytes>>,
 }
 
 impl LiveEvent {
-    /// Wraps a stored event; job and workflow ids come from its stream name.
+    /// Wraps a stored event; job, workflow and (own-stream) machine ids come from its
+    /// stream name.
     pub fn new(event: RecordedEvent, machine_id: Option<String>) -> Self {
         let id = |prefix: &str| {
             event
@@ -77,23 +79,31 @@ impl LiveEvent {
         LiveEvent {
             job_id: id("job-"),
             workflow_id: id("workflow-"),
-            machine_id,
+            machine_id: machine_id.or_else(|| {
+                event
+                    .envelope
+                    .stream
+                    .strip_prefix("machine-")
+                    .map(str::to_owned)
+            }),
             event,
             wire: OnceLock::new(),
         }
     }
 
     /// The seed's `/ws` message for this event, `{"type":<event type>,"timestamp":<ms>,
-    /// "job_id"|"workflow_id":..,"data":<envelope>}`; `None` for events of other streams.
+    /// "job_id"|"workflow_id"|"machine_id":..,"data":<envelope>}` (`machine_id` for the
+    /// events of a machine's own stream); `None` for events of other streams.
     /// Serialized on first use and shared (cheap clones) by every client.
     pub fn wire(&self) -> Option<&Utf8Bytes> {
         self.wire
             .get_or_init(|| {
                 let env = &self.event.envelope;
-                let (field, id) = match (self.job_id, self.workflow_id) {
-                    (Some(job), _) => ("job_id", job),
-                    (None, Some(workflow)) => ("workflow_id", workflow),
-                    (None, None) => return None,
+                let (field, id) = match (self.job_id, self.workflow_id, &self.machine_id) {
+                    (Some(job), _, _) => ("job_id", serde_json::json!(job)),
+                    (None, Some(workflow), _) => ("workflow_id", serde_json::json!(workflow)),
+                    (None, None, Some(machine)) => ("machine_id", serde_json::json!(machine)),
+                    (None, None, None) => return None,
                 };
                 let message = serde_json::json!({
                     "type": env.event_type,
@@ -424,6 +434,44 @@ mod tests {
         }
         async fn head(&self) -> Result<Cursor, StoreError> {
             self.inner.head().await
+        }
+        async fn claim(
+            &self,
+            p: u32,
+            spec: &jobsource_eventstore::ClaimSpec,
+        ) -> Result<Option<jobsource_eventstore::Claimed>, StoreError> {
+            self.inner.claim(p, spec).await
+        }
+        async fn renew_lease(
+            &self,
+            stream: &str,
+            worker: &str,
+            now: u64,
+        ) -> Result<Option<u64>, StoreError> {
+            self.inner.renew_lease(stream, worker, now).await
+        }
+        async fn lease(
+            &self,
+            stream: &str,
+        ) -> Result<Option<jobsource_eventstore::LeaseEntry>, StoreError> {
+            self.inner.lease(stream).await
+        }
+        async fn due_leases(
+            &self,
+            p: u32,
+            now: u64,
+            limit: usize,
+        ) -> Result<Vec<jobsource_eventstore::LeaseEntry>, StoreError> {
+            self.inner.due_leases(p, now, limit).await
+        }
+        async fn leases_of_machine(
+            &self,
+            machine: &str,
+        ) -> Result<Vec<jobsource_eventstore::LeaseEntry>, StoreError> {
+            self.inner.leases_of_machine(machine).await
+        }
+        async fn ready_hint(&self, now: u64) -> Result<Vec<bool>, StoreError> {
+            self.inner.ready_hint(now).await
         }
         async fn tail(&self, from: Cursor) -> Result<EventStream, StoreError> {
             self.tails.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

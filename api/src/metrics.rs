@@ -23,6 +23,10 @@ pub const IDEMPOTENT_REPLAYS: &str = "jobsource_idempotent_replays_total";
 pub const PROJECTION_LAG: &str = "jobsource_projection_lag_events";
 /// Stalled partitions, by `projection`.
 pub const PROJECTION_STALLED: &str = "jobsource_projection_stalled_partitions";
+/// Job leases expired by the timers (or an offline machine).
+pub const LEASES_EXPIRED: &str = "jobsource_job_leases_expired_total";
+/// Claims answered, by `result` (`claimed`, `empty`).
+pub const CLAIMS: &str = "jobsource_claims_total";
 /// HTTP requests, by `method`, `route`, `status`.
 pub const HTTP_REQUESTS: &str = "jobsource_http_requests_total";
 /// HTTP latency (seconds), by `method`, `route`.
@@ -72,6 +76,11 @@ fn describe() {
         "Events after the checkpoint, per projection and partition"
     );
     describe_gauge!(PROJECTION_STALLED, "Stalled partitions per projection");
+    describe_counter!(
+        LEASES_EXPIRED,
+        "Job leases expired (timers and offline machines)"
+    );
+    describe_counter!(CLAIMS, "Worker claims by result (claimed, empty)");
     describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route and status");
     describe_histogram!(
         HTTP_DURATION,

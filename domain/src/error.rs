@@ -54,6 +54,17 @@ pub enum DomainError {
         /// The current status.
         status: String,
     },
+    /// A worker reported on a job it does not hold (never held it, or its lease expired
+    /// and the job moved on). HTTP 409 `INVALID_TRANSITION` with the current status.
+    #[error("worker {worker_id} does not hold this {kind} (status {status})")]
+    NotHolder {
+        /// `job`.
+        kind: &'static str,
+        /// The reporting worker.
+        worker_id: String,
+        /// The current status.
+        status: String,
+    },
     /// Field-level validation failed. HTTP 422 `VALIDATION_FAILED`.
     #[error("validation failed: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Validation(Vec<FieldError>),

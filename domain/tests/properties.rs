@@ -30,19 +30,24 @@ fn job_command() -> impl Strategy<Value = JobCommand> {
         }),
         Just(JobCommand::Release),
         Just(JobCommand::Assign(AssignJob {
+            lease_expires_at: None,
             worker_id: "w".into(),
             machine_id: "m".into()
         })),
         (0u8..=100).prop_map(|p| JobCommand::ReportProgress(ReportProgress {
+            worker_id: None,
             progress: p,
             stage: None,
             message: None
         })),
         Just(JobCommand::Complete(CompleteJob {
+            worker_id: None,
             result: json!(1),
             duration_ms: None
         })),
         any::<bool>().prop_map(|retryable| JobCommand::Fail(FailJob {
+            retry_at: None,
+            worker_id: None,
             error: JobError {
                 code: "E".into(),
                 message: "m".into()

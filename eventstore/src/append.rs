@@ -88,6 +88,8 @@ pub struct AppendRequest {
     pub events: Vec<NewEvent>,
     /// Optional idempotency key.
     pub idempotency: Option<Idempotency>,
+    /// Queue index changes applied atomically with the events ([`crate::queue`]).
+    pub queue: Vec<crate::queue::QueueOp>,
 }
 
 impl AppendRequest {
@@ -102,7 +104,14 @@ impl AppendRequest {
             expected,
             events,
             idempotency: None,
+            queue: Vec::new(),
         }
+    }
+
+    /// Attaches queue index changes.
+    pub fn with_queue(mut self, ops: Vec<crate::queue::QueueOp>) -> Self {
+        self.queue = ops;
+        self
     }
 
     /// Attaches an idempotency key.

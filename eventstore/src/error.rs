@@ -52,6 +52,13 @@ pub enum StoreError {
         /// The reused key.
         key: String,
     },
+    /// An expiry's precondition failed: the lease was renewed, released or belongs to
+    /// another attempt (a race the sweeper lost; nothing was appended).
+    #[error("the lease of {stream} is not due")]
+    LeaseNotDue {
+        /// Stream of the job.
+        stream: String,
+    },
     /// The backend cannot be reached or timed out. HTTP 503 `STORE_UNAVAILABLE`.
     #[error("event store at {url} unavailable: {message}")]
     Unavailable {

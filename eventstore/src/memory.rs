@@ -15,8 +15,10 @@ use tokio::sync::Notify;
 use crate::append::{AppendRequest, AppendResult, Idempotency, StoreConfig};
 use crate::envelope::{Envelope, RecordedEvent};
 use crate::error::{DecodeError, StoreError};
+use crate::memory_queue::QueueIndex;
 use crate::partition::partition_of;
 use crate::position::{Cursor, LogId, Position};
+use crate::queue::{fill_template, ClaimSpec, Claimed, LeaseEntry, STREAM_PREFIX};
 use crate::store::{EventStore, EventStream};
 use crate::upcast;
 
@@ -43,6 +45,7 @@ struct Inner {
     idempotency: HashMap<(String, String), Idem>,
     reservations: HashMap<String, (String, Instant)>,
     appends_since_sweep: u64,
+    queue: QueueIndex,
 }
 
 /// The in-memory event store. Cloning gives another handle to the same store.
@@ -95,6 +98,7 @@ impl MemoryStore {
                     idempotency: HashMap::new(),
                     reservations: HashMap::new(),
                     appends_since_sweep: 0,
+                    queue: QueueIndex::new(partitions),
                 }),
                 appended: Notify::new(),
             }),
@@ -187,6 +191,9 @@ impl EventStore for MemoryStore {
                 actual: current,
             });
         }
+        inner
+            .queue
+            .check(partition, &request.stream, &request.queue)?;
         let log = &mut inner.logs[partition as usize];
         let stream = inner.streams.entry(request.stream.clone()).or_default();
         let mut positions = Vec::with_capacity(envelopes.len());
@@ -207,6 +214,12 @@ impl EventStore for MemoryStore {
             positions,
             replayed: false,
         };
+        inner.queue.apply(
+            partition,
+            &result.stream,
+            result.last_version,
+            &request.queue,
+        );
         if let Some(idem) = request.idempotency {
             let retention = self.config.idempotency_retention;
             inner.idempotency.insert(
@@ -338,6 +351,101 @@ impl EventStore for MemoryStore {
                 .map(|l| l.last().map_or(LogId::ZERO, |e| e.id))
                 .collect(),
         ))
+    }
+
+    async fn claim(&self, partition: u32, spec: &ClaimSpec) -> Result<Option<Claimed>, StoreError> {
+        if partition >= self.config.partitions {
+            return Err(StoreError::Invalid(format!(
+                "partition {partition} does not exist"
+            )));
+        }
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        inner.queue.promote(partition, spec.now_ms);
+        loop {
+            let Some(picked) = inner
+                .queue
+                .pick(partition, &spec.capabilities, spec.gpu_memory)
+            else {
+                return Ok(None);
+            };
+            let Some(state) = inner.streams.get_mut(&picked.stream) else {
+                continue;
+            };
+            let version = state.entries.len() as u64;
+            if version != picked.version {
+                // The index is stale for this entry (cannot happen while every append
+                // keeps it, but a claim must never assign on a stale view): drop it.
+                continue;
+            }
+            let job_id = picked.stream.strip_prefix(STREAM_PREFIX).unwrap_or("");
+            let json = fill_template(&spec.template, job_id, version + 1, picked.attempt);
+            let log = &mut inner.logs[partition as usize];
+            let id = next_id(log.last().map(|e| e.id));
+            let envelope = crate::codec::decode(json.as_bytes(), &Position::new(partition, id))?;
+            state.entries.push(log.len());
+            log.push(Entry {
+                id,
+                envelope: Arc::new(envelope),
+            });
+            inner.queue.apply(
+                partition,
+                &picked.stream,
+                version + 1,
+                &[crate::queue::QueueOp::Lease {
+                    worker_id: spec.worker_id.clone(),
+                    machine_id: spec.machine_id.clone(),
+                    attempt: picked.attempt,
+                    lease_ms: spec.lease_ms,
+                    deadline_ms: spec.now_ms + spec.lease_ms,
+                }],
+            );
+            let history = state
+                .entries
+                .iter()
+                .map(|&i| recorded(partition, &log[i]))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.shared.appended.notify_waiters();
+            return Ok(Some(Claimed {
+                stream: picked.stream,
+                history,
+            }));
+        }
+    }
+
+    async fn renew_lease(
+        &self,
+        stream: &str,
+        worker_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let p = partition_of(stream, self.config.partitions);
+        Ok(self.lock().queue.renew(p, stream, Some(worker_id), now_ms))
+    }
+
+    async fn lease(&self, stream: &str) -> Result<Option<LeaseEntry>, StoreError> {
+        let p = partition_of(stream, self.config.partitions);
+        Ok(self.lock().queue.lease(p, stream))
+    }
+
+    async fn due_leases(
+        &self,
+        partition: u32,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<LeaseEntry>, StoreError> {
+        if partition >= self.config.partitions {
+            return Ok(Vec::new());
+        }
+        Ok(self.lock().queue.due(partition, now_ms, limit))
+    }
+
+    async fn leases_of_machine(&self, machine_id: &str) -> Result<Vec<LeaseEntry>, StoreError> {
+        Ok(self.lock().queue.of_machine(machine_id))
+    }
+
+    async fn ready_hint(&self, now_ms: u64) -> Result<Vec<bool>, StoreError> {
+        Ok(self.lock().queue.hint(now_ms))
     }
 
     async fn tail(&self, from: Cursor) -> Result<EventStream, StoreError> {

@@ -8,6 +8,7 @@ use crate::envelope::RecordedEvent;
 use crate::error::StoreError;
 use crate::partition;
 use crate::position::{Cursor, LogId, Offset};
+use crate::queue::{ClaimSpec, Claimed, LeaseEntry};
 
 /// A live stream of events from a [`EventStore::tail`].
 pub type EventStream = BoxStream<'static, Result<RecordedEvent, StoreError>>;
@@ -113,6 +114,38 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// Within a partition, events arrive in log order. The stream ends only when dropped.
     async fn tail(&self, from: Cursor) -> Result<EventStream, StoreError>;
+
+    /// Claims the best ready job of `partition` that `spec`'s worker can run, appending its
+    /// assignment (built from the template) and starting its lease in one atomic step.
+    /// Due delayed jobs of the partition become ready first. `Ok(None)`: nothing fits.
+    async fn claim(&self, partition: u32, spec: &ClaimSpec) -> Result<Option<Claimed>, StoreError>;
+
+    /// Renews `stream`'s lease to `now_ms` + its length if `worker_id` holds it; the new
+    /// deadline, or `None` when that worker holds no lease on it.
+    async fn renew_lease(
+        &self,
+        stream: &str,
+        worker_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// The lease on `stream`, if one is held.
+    async fn lease(&self, stream: &str) -> Result<Option<LeaseEntry>, StoreError>;
+
+    /// Up to `limit` leases of `partition` whose deadline is at or before `now_ms`.
+    async fn due_leases(
+        &self,
+        partition: u32,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<LeaseEntry>, StoreError>;
+
+    /// Every lease held by a worker on `machine_id` (all partitions).
+    async fn leases_of_machine(&self, machine_id: &str) -> Result<Vec<LeaseEntry>, StoreError>;
+
+    /// Per partition: whether a claim there could find work at `now_ms` (a ready queue is
+    /// non-empty or a delayed job is due). One round trip; used to wake waiting claims.
+    async fn ready_hint(&self, now_ms: u64) -> Result<Vec<bool>, StoreError>;
 
     /// Reads a whole stream (convenience over [`EventStore::read_stream`]).
     async fn read_stream_all(&self, stream: &str) -> Result<Vec<RecordedEvent>, StoreError> {

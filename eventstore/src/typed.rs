@@ -37,6 +37,15 @@ impl EventPayload for jobsource_domain::workflow::WorkflowEvent {
     }
 }
 
+impl EventPayload for jobsource_domain::machine::MachineEvent {
+    fn event_type(&self) -> &'static str {
+        jobsource_domain::machine::MachineEvent::event_type(self)
+    }
+    fn schema(&self) -> u32 {
+        jobsource_domain::machine::MachineEvent::schema(self)
+    }
+}
+
 /// Turns a typed event into a [`NewEvent`] (fresh event id, stamped now).
 pub fn to_new_event<E: EventPayload>(event: &E) -> NewEvent {
     let data = match serde_json::to_value(event) {

@@ -15,6 +15,7 @@
 //!                            updated_at, completed_at, version
 //! <rm>:workflow:<id>:jobs    set of job ids
 //! <rm>:projection:redis:checkpoint   hash: partition -> last applied log id
+//! <rm>:machine:<id>, <rm>:machine:<id>:workers, <rm>:machines   see [`crate::redis_machines`]
 //! ```
 //! With an empty `<rm>` the keys are the seed's bare keys (`job:<id>`, `jobs:pending`, ...).
 //!
@@ -25,6 +26,7 @@
 //! of the batch's events is applied event by event instead.
 
 use jobsource_domain::job::JobEvent;
+use jobsource_domain::machine::MachineEvent;
 use jobsource_domain::workflow::WorkflowEvent;
 use jobsource_eventstore::typed::from_envelope;
 use jobsource_eventstore::{EventStore, LogId, RecordedEvent};
@@ -33,6 +35,7 @@ use redis::Script;
 use serde_json::json;
 
 use crate::error::ProjectionError;
+use crate::redis_machines::{machine_ops, MACHINE_WORKER_LUA};
 
 /// Applies a whole batch atomically, with the checkpoint: for each event, its operations
 /// run only when its version is above the entity hash's `version`.
@@ -54,6 +57,8 @@ while i <= #ARGV do
       if op == 'ZADD_BY_PRIORITY' then
         -- back into the pending zset with the priority recorded at submission
         redis.call('ZADD', key, redis.call('HGET', ek, 'priority') or '0', ARGV[i + 3])
+      elseif op == 'MACHINE_WORKER' then
+        machine_worker(ek, key, ARGV[i + 3], ARGV[i + 4])
       else
         redis.call(op, key, unpack(ARGV, i + 3, i + 2 + nargs))
       end
@@ -95,6 +100,8 @@ while i <= #ARGV do
     if apply then
       if op == 'ZADD_BY_PRIORITY' then
         redis.call('ZADD', key, redis.call('HGET', ek, 'priority') or '0', ARGV[i + 3])
+      elseif op == 'MACHINE_WORKER' then
+        machine_worker(ek, key, ARGV[i + 3], ARGV[i + 4])
       else
         redis.call(op, key, unpack(ARGV, i + 3, i + 2 + nargs))
       end
@@ -151,20 +158,20 @@ impl RmKeys {
 
 /// The operations one event turns into; `keys[0]` is the guarded entity hash.
 #[derive(Clone)]
-struct Ops {
+pub(crate) struct Ops {
     keys: Vec<String>,
     ops: Vec<(String, usize, Vec<String>)>,
 }
 
 impl Ops {
-    fn new(entity: String) -> Self {
+    pub(crate) fn new(entity: String) -> Self {
         Ops {
             keys: vec![entity],
             ops: Vec::new(),
         }
     }
 
-    fn op(&mut self, name: &str, key: String, args: Vec<String>) -> &mut Self {
+    pub(crate) fn op(&mut self, name: &str, key: String, args: Vec<String>) -> &mut Self {
         let idx = match self.keys.iter().position(|k| *k == key) {
             Some(i) => i,
             None => {
@@ -176,7 +183,7 @@ impl Ops {
         self
     }
 
-    fn hset(&mut self, fields: &[(&str, String)]) -> &mut Self {
+    pub(crate) fn hset(&mut self, fields: &[(&str, String)]) -> &mut Self {
         let key = self.keys[0].clone();
         let args = fields
             .iter()
@@ -290,10 +297,12 @@ impl Group {
                             }
                         }
                     }
-                    "ZADD" => {
+                    // A machine worker's entry folds like a zset member: per worker, the
+                    // last entry wins.
+                    "ZADD" | crate::redis_machines::MACHINE_WORKER => {
                         for pair in args.chunks(2) {
                             if let [score, m] = pair {
-                                let op = ("ZADD".to_owned(), Some(score.clone()));
+                                let op = (name.clone(), Some(score.clone()));
                                 if let Some(cur) =
                                     slot(&mut members, (key.clone(), m.clone()), op.clone())
                                 {
@@ -386,8 +395,8 @@ impl RedisReadModel {
         RedisReadModel {
             conn,
             keys: RmKeys::new(rm),
-            script: Script::new(BATCH_APPLY),
-            folded: Script::new(FOLDED_APPLY),
+            script: Script::new(&format!("{MACHINE_WORKER_LUA}{BATCH_APPLY}")),
+            folded: Script::new(&format!("{MACHINE_WORKER_LUA}{FOLDED_APPLY}")),
         }
     }
 
@@ -560,6 +569,9 @@ impl RedisReadModel {
         } else if env.stream.starts_with("workflow-") {
             let event: WorkflowEvent = from_envelope(env).map_err(bad)?;
             Ok(Some(self.workflow_ops(&event, now)))
+        } else if env.stream.starts_with("machine-") {
+            let event: MachineEvent = from_envelope(env).map_err(bad)?;
+            Ok(Some(machine_ops(&self.keys, &event, now)))
         } else {
             Ok(None)
         }
@@ -601,6 +613,9 @@ impl RedisReadModel {
                     ("created_at", now.clone()),
                     ("updated_at", now),
                 ]);
+                if let Some(t) = s.available_at {
+                    ops.hset(&[("available_at", rfc3339(t))]);
+                }
                 if s.depends_on.is_empty() {
                     ops.op("ZADD", pending, vec![s.priority.to_string(), id.clone()]);
                 } else {
@@ -626,6 +641,7 @@ impl RedisReadModel {
                 worker_id,
                 machine_id,
                 attempt,
+                lease_expires_at,
                 ..
             } => {
                 ops.hset(&[
@@ -634,6 +650,11 @@ impl RedisReadModel {
                     ("machine_id", machine_id.clone()),
                     ("attempt", attempt.to_string()),
                     ("progress", "0".into()),
+                    (
+                        "lease_expires_at",
+                        lease_expires_at.map(rfc3339).unwrap_or_default(),
+                    ),
+                    ("available_at", String::new()),
                     ("updated_at", now.clone()),
                 ]);
                 ops.op("HSETNX", k.job(&id), vec!["started_at".into(), now]);
@@ -670,6 +691,7 @@ impl RedisReadModel {
                 error,
                 retry_count,
                 will_retry,
+                available_at,
                 ..
             } => {
                 ops.op("SREM", assigned, vec![id.clone()]);
@@ -679,6 +701,11 @@ impl RedisReadModel {
                         ("error", js(error)),
                         ("retry_count", retry_count.to_string()),
                         ("progress", "0".into()),
+                        ("lease_expires_at", String::new()),
+                        (
+                            "available_at",
+                            available_at.map(rfc3339).unwrap_or_default(),
+                        ),
                         ("updated_at", now),
                     ]);
                     ops.op("HDEL", k.job(&id), vec!["stage".into()]);
@@ -693,6 +720,10 @@ impl RedisReadModel {
                     ]);
                     ops.op("SADD", k.key("jobs:failed"), vec![id]);
                 }
+            }
+            // Only the envelope's fact: the `job_failed` that follows it does the accounting.
+            JobEvent::JobLeaseExpired { .. } => {
+                ops.hset(&[("updated_at", now)]);
             }
             JobEvent::JobCancelled { .. } => {
                 ops.hset(&[
@@ -776,4 +807,9 @@ impl RedisReadModel {
         }
         ops
     }
+}
+
+/// A time as stored in hashes (RFC 3339, milliseconds, `Z`).
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -20,8 +20,12 @@ struct TestApp {
 }
 
 fn test_app_with(config: HttpConfig) -> TestApp {
+    test_app_on(4, config)
+}
+
+fn test_app_on(partitions: u32, config: HttpConfig) -> TestApp {
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new(StoreConfig {
-        partitions: 4,
+        partitions,
         ..StoreConfig::default()
     }));
     let service = Arc::new(Service::new(store.clone(), None));
@@ -547,7 +551,9 @@ async fn api_keys_guard_v1_but_not_health() {
 
 #[tokio::test]
 async fn claims_take_priority_then_fifo_and_respect_capabilities() {
-    let t = test_app();
+    // One partition: strict order. Across partitions claims go round robin (see the
+    // claim_order tests in tests/tests/job_queue.rs).
+    let t = test_app_on(1, HttpConfig::default());
     let low = t.submit(json!({"type": "upscale", "priority": 10})).await;
     let high_1 = t.submit(json!({"type": "upscale", "priority": 90})).await;
     let high_2 = t.submit(json!({"type": "upscale", "priority": 90})).await;

@@ -76,6 +76,14 @@ pub struct JobView {
     pub started_at: Option<String>,
     /// Reached a terminal status.
     pub completed_at: Option<String>,
+    /// While pending: not claimable before this time (a delay or a retry's backoff).
+    /// Lookups show it; list pages leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_at: Option<String>,
+    /// While assigned or running: when the lease runs out unless renewed. Lookups show
+    /// the live deadline (renewals included); list pages leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<String>,
     /// Stream version this view reflects.
     pub version: u64,
 }
@@ -146,6 +154,20 @@ impl JobView {
             updated_at: times.updated_at.map(timestamp),
             started_at: times.started_at.map(timestamp),
             completed_at: times.completed_at.map(timestamp),
+            available_at: job
+                .available_at
+                .filter(|_| status == jobsource_domain::job::JobStatus::Pending)
+                .map(timestamp),
+            lease_expires_at: job
+                .lease_expires_at
+                .filter(|_| {
+                    matches!(
+                        status,
+                        jobsource_domain::job::JobStatus::Assigned
+                            | jobsource_domain::job::JobStatus::Running
+                    )
+                })
+                .map(timestamp),
             version: job.version,
         })
     }

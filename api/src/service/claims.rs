@@ -1,24 +1,42 @@
-//! Worker claims: the highest-priority pending job (FIFO within a priority) whose
-//! required capabilities the worker has, assigned with optimistic concurrency.
+//! Worker claims: the best ready job a worker can run, assigned in one atomic store call.
 //!
-//! Candidates come from the read model's pending queue, which may lag; the assignment is
-//! decided against the job's folded history under its stream lock and appended with its
-//! expected version, so two claimers (in this process or another) can never both get a
-//! job: the loser sees `InvalidTransition` (or a conflict) and moves on to the next one.
+//! The store keeps the ready queues as a write-side index (updated in the same atomic
+//! append as `job_submitted`, `job_released`, retries and cancels), and its claim picks
+//! the best entry of one partition, checks the job's version and appends `job_assigned`
+//! with a lease, all in one call. So a claim is one round trip when the partition it tries
+//! has work, there is no read-model lag, and two claimers never get the same job.
+//!
+//! Across partitions, claims go round robin: each claim starts at the partition after the
+//! previous claim's, so a ready job waits behind lower-priority jobs of other partitions
+//! for at most about one claim per partition. When the first partition has nothing for
+//! the worker, one more round trip (`ready_hint`) tells which partitions have work.
+//! A claim with `wait` long-polls: it sleeps until this process makes a job claimable, or
+//! polls the hint every 100 ms (other instances' jobs, delayed jobs coming due).
 
-use jobsource_domain::job::{AssignJob, Job, JobCommand};
-use jobsource_domain::DomainError;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use super::{CommandContext, Outcome, Service, ServiceError};
-use crate::read::{PendingEntry, ReadSide};
+use jobsource_domain::job::{Job, JobEvent};
+use jobsource_domain::validate;
+use jobsource_eventstore::codec::encode_split;
+use jobsource_eventstore::queue::{
+    now_ms, ClaimSpec, TEMPLATE_ATTEMPT, TEMPLATE_ID, TEMPLATE_VERSION,
+};
+use jobsource_eventstore::typed::{from_envelope, to_new_event};
+use jobsource_eventstore::RecordedEvent;
+use serde_json::Value;
+use uuid::Uuid;
 
-/// Candidates read per page of the pending queue.
-const PAGE: usize = 64;
-/// Candidates examined before answering "nothing for you" (bounds one claim's work).
-const MAX_EXAMINED: usize = 2048;
+use super::queue::{time_of, MAX_LEASE_SECS};
+use super::{CommandContext, Service, ServiceError};
+
+/// Longest a claim may long-poll (`wait_ms`).
+pub const MAX_WAIT_MS: u64 = 30_000;
+/// How often a waiting claim looks for work other processes made claimable.
+const POLL: Duration = Duration::from_millis(100);
 
 /// A worker asking for work.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Claim {
     /// Worker id.
     pub worker_id: String,
@@ -26,94 +44,226 @@ pub struct Claim {
     pub machine_id: String,
     /// Capabilities the worker has.
     pub capabilities: Vec<String>,
+    /// GPU memory the worker offers (GB); `None` takes only jobs that need none.
+    pub gpu_memory: Option<f64>,
+    /// Lease length in seconds (`None`: the configured default).
+    pub lease_seconds: Option<u64>,
+    /// Long-poll up to this long for a job (`None`/0: answer at once).
+    pub wait_ms: Option<u64>,
 }
 
-/// Whether a worker with `capabilities` can run `job_type` with `required` capabilities
-/// (none given = the type itself, SPEC section 2).
-pub fn capable(capabilities: &[String], job_type: &str, required: Option<&[String]>) -> bool {
-    match required {
-        Some(req) if !req.is_empty() => req.iter().all(|r| capabilities.contains(r)),
-        _ => capabilities.iter().any(|c| c == job_type),
+/// What a claim got.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The job after its assignment.
+    pub state: Job,
+    /// Its history, the assignment last.
+    pub history: Vec<RecordedEvent>,
+}
+
+impl Claimed {
+    /// Stream version after the assignment.
+    pub fn version(&self) -> u64 {
+        self.state.version
+    }
+
+    /// Position of the assignment.
+    pub fn position(&self) -> Option<jobsource_eventstore::Position> {
+        self.history.last().map(|e| e.position)
     }
 }
 
-fn required_capabilities(job: &crate::read::JobView) -> Option<Vec<String>> {
-    job.requirements
-        .as_ref()?
-        .get("capabilities")?
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
+/// Checks a claim's fields (422 naming the field; nothing happens on bad input).
+pub fn validate(claim: &Claim) -> Result<(), ServiceError> {
+    if claim.worker_id.trim().is_empty() || claim.worker_id.len() > 256 {
+        return Err(ServiceError::validation(
+            "worker_id",
+            "must be 1..=256 characters",
+        ));
+    }
+    if claim.machine_id.trim().is_empty() || claim.machine_id.len() > 256 {
+        return Err(ServiceError::validation(
+            "machine_id",
+            "must be 1..=256 characters",
+        ));
+    }
+    if claim.capabilities.len() > 256 {
+        return Err(ServiceError::validation(
+            "capabilities",
+            "at most 256 capabilities",
+        ));
+    }
+    if let Some(g) = claim.gpu_memory {
+        if !validate::is_valid_gpu_memory(g) {
+            return Err(ServiceError::validation(
+                "gpu_memory",
+                validate::GPU_MEMORY_RULE,
+            ));
+        }
+    }
+    if let Some(l) = claim.lease_seconds {
+        if !(1..=MAX_LEASE_SECS).contains(&l) {
+            return Err(ServiceError::validation(
+                "lease_seconds",
+                format!("must be between 1 and {MAX_LEASE_SECS}"),
+            ));
+        }
+    }
+    if let Some(w) = claim.wait_ms {
+        if w > MAX_WAIT_MS {
+            return Err(ServiceError::validation(
+                "wait_ms",
+                format!("must be between 0 and {MAX_WAIT_MS}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
-/// Claims a job for `claim`; `Ok(None)` when nothing pending fits.
+/// Sentinels the template is built with, replaced by the placeholder bytes.
+const SENTINEL_ID: Uuid = Uuid::from_u128(0xffff_ffff_ffff_7fff_bfff_ffff_ffff_ffff);
+const SENTINEL_VERSION: u64 = 900_719_925_474;
+const SENTINEL_ATTEMPT: u32 = 4_294_960_001;
+
+/// The `job_assigned` envelope of a claim, with placeholders for the job, version and
+/// attempt that only the store's pick decides.
+fn template(claim: &Claim, lease_ms: u64, now: u64, ctx: &CommandContext) -> String {
+    let event = JobEvent::JobAssigned {
+        job_id: SENTINEL_ID,
+        worker_id: claim.worker_id.clone(),
+        machine_id: claim.machine_id.clone(),
+        attempt: SENTINEL_ATTEMPT,
+        lease_expires_at: Some(time_of(now + lease_ms)),
+    };
+    let mut ne = to_new_event(&event).with_correlation(ctx.correlation_id.clone());
+    if let Some(c) = &ctx.causation_id {
+        ne = ne.with_causation(c.clone());
+    }
+    if let Some(actor) = &ctx.actor {
+        ne = ne.with_meta("actor", Value::from(actor.clone()));
+    }
+    ne.occurred_at = time_of(now);
+    let json = encode_split(&format!("job-{SENTINEL_ID}"), &ne).join(SENTINEL_VERSION);
+    json.replace(&SENTINEL_ID.to_string(), &TEMPLATE_ID.to_string())
+        .replace(
+            &format!("\"version\":{SENTINEL_VERSION}"),
+            &format!("\"version\":{TEMPLATE_VERSION}"),
+        )
+        .replace(
+            &format!("\"attempt\":{SENTINEL_ATTEMPT}"),
+            &format!("\"attempt\":{TEMPLATE_ATTEMPT}"),
+        )
+}
+
+/// Claims a job for `claim`; `Ok(None)` when nothing ready fits (after `wait_ms`).
 pub async fn claim(
     service: &Service,
-    read: &dyn ReadSide,
     claim: &Claim,
     ctx: &CommandContext,
-) -> Result<Option<Outcome<Job>>, ServiceError> {
-    if claim.worker_id.trim().is_empty() {
-        return Err(ServiceError::validation("worker_id", "must not be empty"));
-    }
-    if claim.machine_id.trim().is_empty() {
-        return Err(ServiceError::validation("machine_id", "must not be empty"));
-    }
-    let mut after: Option<PendingEntry> = None;
-    let mut examined = 0;
-    while examined < MAX_EXAMINED {
-        let page = read.pending(after, PAGE).await?;
-        let Some(last) = page.last().copied() else {
-            return Ok(None);
-        };
-        for entry in page {
-            examined += 1;
-            let Some(view) = read.job(entry.job_id).await? else {
-                continue;
-            };
-            let required = required_capabilities(&view);
-            if view.status != "pending"
-                || !capable(&claim.capabilities, &view.job_type, required.as_deref())
-            {
-                continue;
-            }
-            let assign = JobCommand::Assign(AssignJob {
-                worker_id: claim.worker_id.clone(),
-                machine_id: claim.machine_id.clone(),
-            });
-            match service.job(entry.job_id, assign, ctx).await {
-                Ok(outcome) => return Ok(Some(outcome)),
-                // Taken by another claimer, cancelled, or not yet visible: try the next.
-                Err(ServiceError::Domain(
-                    DomainError::InvalidTransition { .. } | DomainError::NotFound { .. },
-                ))
-                | Err(ServiceError::Contention { .. }) => continue,
-                Err(e) => return Err(e),
-            }
+) -> Result<Option<Claimed>, ServiceError> {
+    validate(claim)?;
+    let deadline = Instant::now() + Duration::from_millis(claim.wait_ms.unwrap_or(0));
+    let lease_ms = claim
+        .lease_seconds
+        .map_or(service.queue.default_lease.as_millis() as u64, |s| s * 1000);
+    let mut first = true;
+    loop {
+        // Register for wake-ups before looking, so a job made ready meanwhile is not missed.
+        let notified = service.ready.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(got) = claim_once(service, claim, lease_ms, first, ctx).await? {
+            return Ok(Some(got));
         }
-        after = Some(last);
+        first = false;
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        let _ = tokio::time::timeout((deadline - now).min(POLL), notified).await;
+    }
+}
+
+/// One pass: the round-robin partition first, then (if it had nothing) the partitions
+/// the store says have work.
+async fn claim_once(
+    service: &Service,
+    claim: &Claim,
+    lease_ms: u64,
+    try_first: bool,
+    ctx: &CommandContext,
+) -> Result<Option<Claimed>, ServiceError> {
+    let store = service.store();
+    let partitions = store.partitions();
+    let start = service.next_partition.fetch_add(1, Ordering::Relaxed) % partitions;
+    let now = now_ms();
+    let spec = ClaimSpec {
+        capabilities: claim.capabilities.clone(),
+        gpu_memory: claim.gpu_memory,
+        worker_id: claim.worker_id.clone(),
+        machine_id: claim.machine_id.clone(),
+        lease_ms,
+        now_ms: now,
+        template: template(claim, lease_ms, now, ctx),
+    };
+    if try_first {
+        if let Some(got) = store.claim(start, &spec).await? {
+            return finish(got).map(Some);
+        }
+    }
+    let hint = store.ready_hint(now).await?;
+    for i in 0..partitions {
+        let p = (start + i) % partitions;
+        if (try_first && i == 0) || !hint.get(p as usize).copied().unwrap_or(false) {
+            continue;
+        }
+        if let Some(got) = store.claim(p, &spec).await? {
+            return finish(got).map(Some);
+        }
     }
     Ok(None)
 }
 
+fn finish(got: jobsource_eventstore::Claimed) -> Result<Claimed, ServiceError> {
+    let mut state = Job::default();
+    for e in &got.history {
+        let event: JobEvent = from_envelope(&e.envelope)
+            .map_err(|d| ServiceError::Internal(format!("claimed job {}: {d}", got.stream)))?;
+        state.apply(&event);
+    }
+    metrics::counter!(crate::metrics::EVENTS_APPENDED, "type" => "job_assigned").increment(1);
+    Ok(Claimed {
+        state,
+        history: got.history,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::capable;
+    use super::*;
 
     #[test]
-    fn capabilities() {
-        let caps = vec!["upscale".to_owned(), "gpu".to_owned()];
-        assert!(capable(&caps, "upscale", None));
-        assert!(!capable(&caps, "text-to-image", None));
-        assert!(capable(&caps, "x", Some(&["gpu".to_owned()])));
-        assert!(!capable(
-            &caps,
-            "x",
-            Some(&["gpu".to_owned(), "cuda".to_owned()])
-        ));
-        assert!(capable(&caps, "upscale", Some(&[])));
+    fn the_template_has_one_placeholder_of_each_kind_where_the_values_go() {
+        let claim = Claim {
+            worker_id: "w".into(),
+            machine_id: "m".into(),
+            ..Claim::default()
+        };
+        let t = template(&claim, 1000, 1_800_000_000_000, &CommandContext::new());
+        assert_eq!(t.matches(TEMPLATE_ID).count(), 2, "{t}");
+        assert_eq!(t.matches(TEMPLATE_VERSION).count(), 1);
+        assert_eq!(t.matches(TEMPLATE_ATTEMPT).count(), 1);
+        let filled = jobsource_eventstore::queue::fill_template(
+            &t,
+            "0192e4a0-0000-7000-8000-000000000001",
+            4,
+            2,
+        );
+        let env: jobsource_eventstore::Envelope =
+            serde_json::from_str(&filled).expect("a filled template is an envelope");
+        assert_eq!(env.version, 4);
+        assert_eq!(env.stream, "job-0192e4a0-0000-7000-8000-000000000001");
+        assert_eq!(env.data["attempt"], 2);
+        assert_eq!(env.data["lease_expires_at"], "2027-01-15T08:00:01Z");
     }
 }

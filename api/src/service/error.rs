@@ -39,6 +39,9 @@ pub enum ServiceError {
         /// What is wrong with it.
         message: String,
     },
+    /// A lease expiry lost its race (the lease was renewed or ended): 409.
+    #[error("the job's lease is not due")]
+    LeaseNotDue,
     /// A backend (Redis, PostgreSQL) cannot be reached: 503, nothing half-applied.
     #[error("{backend} unavailable: {message}")]
     Unavailable {
@@ -73,6 +76,7 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::IdempotencyKeyReused { key } => ServiceError::IdempotencyKeyReused { key },
+            StoreError::LeaseNotDue { .. } => ServiceError::LeaseNotDue,
             StoreError::Unavailable { message, .. } => ServiceError::Unavailable {
                 backend: "store",
                 message,

@@ -1,5 +1,6 @@
 //! Job commands: what a client or the orchestrator asks a job to do.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -60,6 +61,9 @@ pub struct SubmitJob {
     /// Retries after retryable failures.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
+    /// Not claimable before this time (`delay_ms` / `run_at`, resolved by the caller).
+    #[serde(default)]
+    pub available_at: Option<DateTime<Utc>>,
 }
 
 impl Default for SubmitJob {
@@ -76,22 +80,29 @@ impl Default for SubmitJob {
             step_index: None,
             depends_on: Vec::new(),
             max_retries: DEFAULT_MAX_RETRIES,
+            available_at: None,
         }
     }
 }
 
 /// Assign a pending job to a worker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AssignJob {
     /// Worker taking the job.
     pub worker_id: String,
     /// Machine the worker runs on.
     pub machine_id: String,
+    /// When the assignment's lease runs out unless renewed (chosen by the caller).
+    #[serde(default)]
+    pub lease_expires_at: Option<DateTime<Utc>>,
 }
 
 /// Report progress of an assigned or running job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ReportProgress {
+    /// The reporting worker; when given it must hold the job.
+    #[serde(default)]
+    pub worker_id: Option<String>,
     /// 0..=100, never decreasing within an attempt.
     pub progress: u8,
     /// Optional stage name.
@@ -103,8 +114,11 @@ pub struct ReportProgress {
 }
 
 /// Complete an assigned or running job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CompleteJob {
+    /// The reporting worker; when given it must hold the job.
+    #[serde(default)]
+    pub worker_id: Option<String>,
     /// The job's result.
     #[serde(default)]
     pub result: Value,
@@ -121,6 +135,29 @@ pub struct FailJob {
     /// Whether another attempt may succeed.
     #[serde(default = "default_true")]
     pub retryable: bool,
+    /// The reporting worker; when given it must hold the job.
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// When a retry becomes claimable (the caller's backoff); `None`: at once.
+    #[serde(default)]
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// The lease of an attempt ran out (a durable timer or an offline machine fired).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpireLease {
+    /// The attempt whose lease ran out; a later attempt is not touched.
+    pub attempt: u32,
+    /// When a retry becomes claimable (the caller's backoff); `None`: at once.
+    #[serde(default)]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Why (shown in the failure's message), e.g. `lease expired` or `machine offline`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Expire before the deadline (the holder's machine went offline). The decision does
+    /// not depend on it; the store's due-check does.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Cancel a waiting or pending job.
@@ -146,6 +183,8 @@ pub enum JobCommand {
     Complete(CompleteJob),
     /// -> pending (will retry) or failed.
     Fail(FailJob),
+    /// The current attempt's lease ran out: -> pending (will retry) or failed.
+    ExpireLease(ExpireLease),
     /// waiting/pending -> cancelled.
     Cancel(CancelJob),
 }
@@ -160,6 +199,7 @@ impl JobCommand {
             JobCommand::ReportProgress(_) => "report progress of",
             JobCommand::Complete(_) => "complete",
             JobCommand::Fail(_) => "fail",
+            JobCommand::ExpireLease(_) => "expire the lease of",
             JobCommand::Cancel(_) => "cancel",
         }
     }

@@ -1,6 +1,7 @@
 //! Job events. Serialized adjacently tagged, `{"type": "job_submitted", "data": {...}}`:
 //! the envelope's `type` and `data`. Every payload carries `job_id`.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -65,6 +66,9 @@ pub struct JobSubmitted {
     pub max_retries: u32,
     /// `waiting` when it has dependencies, else `pending`.
     pub status: JobStatus,
+    /// Not claimable before this time (a delayed job); absent: at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_at: Option<DateTime<Utc>>,
 }
 
 /// Every job event.
@@ -88,6 +92,9 @@ pub enum JobEvent {
         machine_id: String,
         /// 1 for the first assignment.
         attempt: u32,
+        /// When the lease runs out unless renewed (absent on events written before leases).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease_expires_at: Option<DateTime<Utc>>,
     },
     /// Progress report.
     JobProgress {
@@ -125,6 +132,24 @@ pub enum JobEvent {
         retry_count: u32,
         /// True: back to pending; false: terminal `failed`.
         will_retry: bool,
+        /// With `will_retry`: when the retry becomes claimable (the backoff).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        available_at: Option<DateTime<Utc>>,
+    },
+    /// The lease of an attempt ran out. Always followed, in the same append, by the
+    /// `job_failed` (error code `LEASE_EXPIRED`) that counts the attempt, so every consumer
+    /// of failures treats an expiry like any other failed attempt.
+    JobLeaseExpired {
+        /// Job id.
+        job_id: Uuid,
+        /// The attempt whose lease ran out.
+        attempt: u32,
+        /// Its worker.
+        worker_id: String,
+        /// Its machine.
+        machine_id: String,
+        /// True: back to pending; false: terminal `failed`.
+        will_retry: bool,
     },
     /// Cancelled before it started.
     JobCancelled {
@@ -146,6 +171,7 @@ impl JobEvent {
             JobEvent::JobProgress { .. } => "job_progress",
             JobEvent::JobCompleted { .. } => "job_completed",
             JobEvent::JobFailed { .. } => "job_failed",
+            JobEvent::JobLeaseExpired { .. } => "job_lease_expired",
             JobEvent::JobCancelled { .. } => "job_cancelled",
         }
     }
@@ -167,6 +193,7 @@ impl JobEvent {
             | JobEvent::JobProgress { job_id, .. }
             | JobEvent::JobCompleted { job_id, .. }
             | JobEvent::JobFailed { job_id, .. }
+            | JobEvent::JobLeaseExpired { job_id, .. }
             | JobEvent::JobCancelled { job_id, .. } => *job_id,
         }
     }

@@ -5,10 +5,10 @@ mod event;
 mod state;
 
 pub use command::{
-    AssignJob, CancelJob, CompleteJob, FailJob, JobCommand, ReportProgress, SubmitJob,
+    AssignJob, CancelJob, CompleteJob, ExpireLease, FailJob, JobCommand, ReportProgress, SubmitJob,
 };
 pub use event::{JobError, JobEvent, JobSubmitted, Requirements};
-pub use state::{Job, JobStatus};
+pub use state::{Job, JobStatus, LEASE_EXPIRED};
 
 #[cfg(test)]
 mod tests;

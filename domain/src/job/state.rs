@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -103,9 +104,16 @@ pub struct Job {
     pub result: Option<Value>,
     /// Last error.
     pub error: Option<JobError>,
+    /// Not claimable before this time (delay or retry backoff); `None`: at once.
+    pub available_at: Option<DateTime<Utc>>,
+    /// Lease deadline of the current attempt as assigned (renewals are not events).
+    pub lease_expires_at: Option<DateTime<Utc>>,
     /// Number of events applied (the stream version).
     pub version: u64,
 }
+
+/// Error code of the failure recorded when a lease runs out.
+pub const LEASE_EXPIRED: &str = "LEASE_EXPIRED";
 
 impl Job {
     /// Folds events into a state.
@@ -133,12 +141,14 @@ impl Job {
                 self.step_index = s.step_index;
                 self.depends_on = s.depends_on.clone();
                 self.max_retries = s.max_retries;
+                self.available_at = s.available_at;
             }
             JobEvent::JobReleased { .. } => self.status = Some(JobStatus::Pending),
             JobEvent::JobAssigned {
                 worker_id,
                 machine_id,
                 attempt,
+                lease_expires_at,
                 ..
             } => {
                 self.status = Some(JobStatus::Assigned);
@@ -147,6 +157,8 @@ impl Job {
                 self.attempt = *attempt;
                 self.progress = 0;
                 self.stage = None;
+                self.available_at = None;
+                self.lease_expires_at = *lease_expires_at;
             }
             JobEvent::JobProgress {
                 progress, stage, ..
@@ -158,6 +170,7 @@ impl Job {
                 }
             }
             JobEvent::JobCompleted { result, .. } => {
+                self.lease_expires_at = None;
                 self.status = Some(JobStatus::Completed);
                 self.progress = 100;
                 self.result = Some(result.clone());
@@ -166,18 +179,23 @@ impl Job {
                 error,
                 retry_count,
                 will_retry,
+                available_at,
                 ..
             } => {
                 self.error = Some(error.clone());
                 self.retry_count = *retry_count;
+                self.lease_expires_at = None;
                 if *will_retry {
                     self.status = Some(JobStatus::Pending);
                     self.progress = 0;
                     self.stage = None;
+                    self.available_at = *available_at;
                 } else {
                     self.status = Some(JobStatus::Failed);
                 }
             }
+            // The accounting is in the `job_failed` that always follows it.
+            JobEvent::JobLeaseExpired { .. } => {}
             JobEvent::JobCancelled { .. } => self.status = Some(JobStatus::Cancelled),
         }
         self.version += 1;
@@ -223,12 +241,14 @@ impl Job {
                     worker_id: a.worker_id.clone(),
                     machine_id: a.machine_id.clone(),
                     attempt: self.attempt + 1,
+                    lease_expires_at: a.lease_expires_at,
                 }])
             }
             JobCommand::ReportProgress(p) => {
                 if !matches!(status, Assigned | Running) {
                     return Err(invalid());
                 }
+                self.check_holder(p.worker_id.as_deref(), status)?;
                 if p.progress > 100 {
                     return Err(DomainError::field("progress", "progress must be 0..=100"));
                 }
@@ -249,27 +269,65 @@ impl Job {
                 }])
             }
             JobCommand::Complete(c) => match status {
-                Assigned | Running => Ok(vec![JobEvent::JobCompleted {
-                    job_id,
-                    result: c.result.clone(),
-                    duration_ms: c.duration_ms,
-                }]),
+                Assigned | Running => {
+                    self.check_holder(c.worker_id.as_deref(), status)?;
+                    Ok(vec![JobEvent::JobCompleted {
+                        job_id,
+                        result: c.result.clone(),
+                        duration_ms: c.duration_ms,
+                    }])
+                }
                 _ => Err(invalid()),
             },
+            JobCommand::ExpireLease(x) => {
+                if !matches!(status, Assigned | Running) || x.attempt != self.attempt {
+                    return Err(invalid());
+                }
+                let retry_count = self.retry_count + 1;
+                let will_retry = retry_count <= self.max_retries;
+                let worker_id = self.worker_id.clone().unwrap_or_default();
+                let reason = x.reason.as_deref().unwrap_or("lease expired");
+                Ok(vec![
+                    JobEvent::JobLeaseExpired {
+                        job_id,
+                        attempt: x.attempt,
+                        worker_id: worker_id.clone(),
+                        machine_id: self.machine_id.clone().unwrap_or_default(),
+                        will_retry,
+                    },
+                    JobEvent::JobFailed {
+                        job_id,
+                        error: JobError {
+                            code: LEASE_EXPIRED.to_owned(),
+                            message: format!(
+                                "attempt {} of worker {worker_id}: {reason}",
+                                x.attempt
+                            ),
+                        },
+                        retryable: true,
+                        retry_count,
+                        will_retry,
+                        available_at: if will_retry { x.retry_at } else { None },
+                    },
+                ])
+            }
             JobCommand::Fail(f) => {
                 if !matches!(status, Assigned | Running) {
                     return Err(invalid());
                 }
+                self.check_holder(f.worker_id.as_deref(), status)?;
                 if f.error.code.trim().is_empty() {
                     return Err(DomainError::field("error.code", "error.code is required"));
                 }
                 let retry_count = self.retry_count + 1;
+                let will_retry = f.retryable && retry_count <= self.max_retries;
                 Ok(vec![JobEvent::JobFailed {
                     job_id,
                     error: f.error.clone(),
                     retryable: f.retryable,
                     retry_count,
-                    will_retry: f.retryable && retry_count <= self.max_retries,
+                    will_retry,
+                    available_at: if will_retry { f.retry_at } else { None },
                 }])
             }
             JobCommand::Cancel(c) => match status {
@@ -279,6 +337,18 @@ impl Job {
                 }]),
                 _ => Err(invalid()),
             },
+        }
+    }
+
+    /// A report naming a worker is accepted only from the worker holding the job.
+    fn check_holder(&self, worker_id: Option<&str>, status: JobStatus) -> Result<(), DomainError> {
+        match worker_id {
+            Some(w) if self.worker_id.as_deref() != Some(w) => Err(DomainError::NotHolder {
+                kind: "job",
+                worker_id: w.to_owned(),
+                status: status.to_string(),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -330,6 +400,35 @@ fn decide_submit(s: &SubmitJob) -> Result<Vec<JobEvent>, DomainError> {
             ));
         }
     }
+    if let Some(req) = &s.requirements {
+        if req.capabilities.len() > validate::MAX_CAPABILITIES {
+            errors.push(FieldError::new(
+                "requirements.capabilities",
+                format!("at most {} capabilities", validate::MAX_CAPABILITIES),
+            ));
+        }
+        if let Some(bad) = req
+            .capabilities
+            .iter()
+            .find(|c| !validate::is_valid_capability(c))
+        {
+            errors.push(FieldError::new(
+                "requirements.capabilities",
+                format!(
+                    "{bad:?} is not a capability name ({})",
+                    validate::CAPABILITY_PATTERN
+                ),
+            ));
+        }
+        if let Some(g) = req.gpu_memory {
+            if !validate::is_valid_gpu_memory(g) {
+                errors.push(FieldError::new(
+                    "requirements.gpu_memory",
+                    validate::GPU_MEMORY_RULE,
+                ));
+            }
+        }
+    }
     if s.step_index.is_some() && s.workflow_id.is_none() {
         errors.push(FieldError::new(
             "step_index",
@@ -360,5 +459,6 @@ fn decide_submit(s: &SubmitJob) -> Result<Vec<JobEvent>, DomainError> {
         } else {
             JobStatus::Waiting
         },
+        available_at: s.available_at,
     })])
 }

@@ -22,6 +22,7 @@ fn submit_cmd() -> SubmitJob {
 fn submitted(depends_on: Vec<Uuid>) -> JobEvent {
     let waiting = !depends_on.is_empty();
     JobEvent::JobSubmitted(JobSubmitted {
+        available_at: None,
         job_id: id(),
         job_type: "upscale".into(),
         prompt: None,
@@ -46,6 +47,7 @@ fn submitted(depends_on: Vec<Uuid>) -> JobEvent {
 
 fn assigned(attempt: u32) -> JobEvent {
     JobEvent::JobAssigned {
+        lease_expires_at: None,
         job_id: id(),
         worker_id: "w".into(),
         machine_id: "m".into(),
@@ -64,6 +66,7 @@ fn progress(p: u8) -> JobEvent {
 
 fn assign() -> JobCommand {
     JobCommand::Assign(AssignJob {
+        lease_expires_at: None,
         worker_id: "w".into(),
         machine_id: "m".into(),
     })
@@ -71,6 +74,8 @@ fn assign() -> JobCommand {
 
 fn fail(retryable: bool) -> JobCommand {
     JobCommand::Fail(FailJob {
+        retry_at: None,
+        worker_id: None,
         error: JobError {
             code: "OOM".into(),
             message: "out of memory".into(),
@@ -81,6 +86,7 @@ fn fail(retryable: bool) -> JobCommand {
 
 fn failed(retry_count: u32, will_retry: bool, retryable: bool) -> JobEvent {
     JobEvent::JobFailed {
+        available_at: None,
         job_id: id(),
         error: JobError {
             code: "OOM".into(),
@@ -284,6 +290,7 @@ fn assign_rejections() {
         .then_err(invalid("assign", "assigned"));
     given::<Job>(vec![submitted(vec![])])
         .when(JobCommand::Assign(AssignJob {
+            lease_expires_at: None,
             worker_id: " ".into(),
             machine_id: "m".into(),
         }))
@@ -294,6 +301,7 @@ fn assign_rejections() {
 fn progress_moves_assigned_to_running() {
     given::<Job>(vec![submitted(vec![]), assigned(1)])
         .when(JobCommand::ReportProgress(ReportProgress {
+            worker_id: None,
             progress: 10,
             stage: None,
             message: None,
@@ -307,6 +315,7 @@ fn progress_moves_assigned_to_running() {
 fn progress_never_decreases_within_an_attempt() {
     given::<Job>(vec![submitted(vec![]), assigned(1), progress(40)])
         .when(JobCommand::ReportProgress(ReportProgress {
+            worker_id: None,
             progress: 30,
             stage: None,
             message: None,
@@ -315,6 +324,7 @@ fn progress_never_decreases_within_an_attempt() {
     // Equal is fine (a repeated report).
     given::<Job>(vec![submitted(vec![]), assigned(1), progress(40)])
         .when(JobCommand::ReportProgress(ReportProgress {
+            worker_id: None,
             progress: 40,
             stage: None,
             message: None,
@@ -329,6 +339,7 @@ fn progress_never_decreases_within_an_attempt() {
         assigned(2),
     ])
     .when(JobCommand::ReportProgress(ReportProgress {
+        worker_id: None,
         progress: 5,
         stage: None,
         message: None,
@@ -340,6 +351,7 @@ fn progress_never_decreases_within_an_attempt() {
 fn progress_rejections() {
     given::<Job>(vec![submitted(vec![]), assigned(1)])
         .when(JobCommand::ReportProgress(ReportProgress {
+            worker_id: None,
             progress: 101,
             stage: None,
             message: None,
@@ -347,6 +359,7 @@ fn progress_rejections() {
         .then_invalid_field("progress");
     given::<Job>(vec![submitted(vec![])])
         .when(JobCommand::ReportProgress(ReportProgress {
+            worker_id: None,
             progress: 1,
             stage: None,
             message: None,
@@ -358,6 +371,7 @@ fn progress_rejections() {
 fn complete_from_assigned_or_running() {
     let cmd = || {
         JobCommand::Complete(CompleteJob {
+            worker_id: None,
             result: json!({"ok": true}),
             duration_ms: None,
         })
@@ -409,6 +423,8 @@ fn fail_rejections() {
         .then_err(invalid("fail", "pending"));
     given::<Job>(vec![submitted(vec![]), assigned(1)])
         .when(JobCommand::Fail(FailJob {
+            retry_at: None,
+            worker_id: None,
             error: JobError {
                 code: "".into(),
                 message: "x".into(),
@@ -448,4 +464,191 @@ fn events_serialize_as_type_and_data() {
     assert_eq!(back, assigned(1));
     assert_eq!(assigned(1).event_type(), "job_assigned");
     assert_eq!(submitted(vec![]).schema(), 2);
+}
+
+// ---- leases, delays, backoff ----
+
+fn at(secs: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("valid time")
+}
+
+fn expire(attempt: u32, retry_at: Option<chrono::DateTime<chrono::Utc>>) -> JobCommand {
+    JobCommand::ExpireLease(ExpireLease {
+        attempt,
+        retry_at,
+        reason: None,
+        force: false,
+    })
+}
+
+fn expired(
+    attempt: u32,
+    retry_count: u32,
+    will_retry: bool,
+    available_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Vec<JobEvent> {
+    vec![
+        JobEvent::JobLeaseExpired {
+            job_id: id(),
+            attempt,
+            worker_id: "w".into(),
+            machine_id: "m".into(),
+            will_retry,
+        },
+        JobEvent::JobFailed {
+            job_id: id(),
+            error: JobError {
+                code: LEASE_EXPIRED.into(),
+                message: format!("attempt {attempt} of worker w: lease expired"),
+            },
+            retryable: true,
+            retry_count,
+            will_retry,
+            available_at,
+        },
+    ]
+}
+
+#[test]
+fn assign_carries_the_lease_deadline() {
+    given::<Job>(vec![submitted(vec![])])
+        .when(JobCommand::Assign(AssignJob {
+            worker_id: "w".into(),
+            machine_id: "m".into(),
+            lease_expires_at: Some(at(300)),
+        }))
+        .then(vec![JobEvent::JobAssigned {
+            job_id: id(),
+            worker_id: "w".into(),
+            machine_id: "m".into(),
+            attempt: 1,
+            lease_expires_at: Some(at(300)),
+        }]);
+}
+
+#[test]
+fn an_expired_lease_is_a_failed_attempt_that_retries_after_the_backoff() {
+    given::<Job>(vec![submitted(vec![]), assigned(1), progress(10)])
+        .when(expire(1, Some(at(2))))
+        .then(expired(1, 1, true, Some(at(2))));
+}
+
+#[test]
+fn expiries_exhaust_the_retries_into_lease_expired() {
+    let mut history = vec![submitted(vec![])];
+    for attempt in 1..=3 {
+        history.push(assigned(attempt));
+        history.extend(expired(attempt, attempt, true, None));
+    }
+    history.push(assigned(4));
+    given::<Job>(history.clone())
+        .when(expire(4, Some(at(2))))
+        .then(expired(4, 4, false, None));
+    history.extend(expired(4, 4, false, None));
+    let job = Job::from_events(&history);
+    assert_eq!(job.status, Some(JobStatus::Failed));
+    assert_eq!(job.error.map(|e| e.code), Some(LEASE_EXPIRED.to_owned()));
+}
+
+#[test]
+fn a_stale_expiry_of_an_earlier_attempt_changes_nothing() {
+    let mut history = vec![submitted(vec![]), assigned(1)];
+    history.extend(expired(1, 1, true, None));
+    history.push(assigned(2));
+    given::<Job>(history)
+        .when(expire(1, None))
+        .then_err(invalid("expire the lease of", "assigned"));
+    given::<Job>(vec![submitted(vec![])])
+        .when(expire(1, None))
+        .then_err(invalid("expire the lease of", "pending"));
+}
+
+#[test]
+fn reports_from_a_worker_that_does_not_hold_the_job_are_refused() {
+    let not_holder = DomainError::NotHolder {
+        kind: "job",
+        worker_id: "other".into(),
+        status: "assigned".into(),
+    };
+    given::<Job>(vec![submitted(vec![]), assigned(1)])
+        .when(JobCommand::ReportProgress(ReportProgress {
+            worker_id: Some("other".into()),
+            progress: 5,
+            stage: None,
+            message: None,
+        }))
+        .then_err(not_holder.clone());
+    given::<Job>(vec![submitted(vec![]), assigned(1)])
+        .when(JobCommand::Complete(CompleteJob {
+            worker_id: Some("other".into()),
+            ..Default::default()
+        }))
+        .then_err(not_holder);
+    given::<Job>(vec![submitted(vec![]), assigned(1)])
+        .when(JobCommand::Complete(CompleteJob {
+            worker_id: Some("w".into()),
+            result: json!({"ok": true}),
+            duration_ms: None,
+        }))
+        .then(vec![completed()]);
+}
+
+#[test]
+fn a_retryable_failure_records_when_the_retry_is_claimable() {
+    given::<Job>(vec![submitted(vec![]), assigned(1)])
+        .when(JobCommand::Fail(FailJob {
+            retry_at: Some(at(1)),
+            worker_id: None,
+            error: JobError {
+                code: "OOM".into(),
+                message: "out of memory".into(),
+            },
+            retryable: true,
+        }))
+        .then(vec![JobEvent::JobFailed {
+            available_at: Some(at(1)),
+            job_id: id(),
+            error: JobError {
+                code: "OOM".into(),
+                message: "out of memory".into(),
+            },
+            retryable: true,
+            retry_count: 1,
+            will_retry: true,
+        }]);
+}
+
+#[test]
+fn a_delayed_submission_records_its_available_time() {
+    let events = Job::default()
+        .decide(&JobCommand::Submit(SubmitJob {
+            available_at: Some(at(60)),
+            ..submit_cmd()
+        }))
+        .expect("a delayed submission is valid");
+    let job = Job::from_events(&events);
+    assert_eq!(job.available_at, Some(at(60)));
+    assert_eq!(job.status, Some(JobStatus::Pending));
+}
+
+#[test]
+fn capabilities_and_gpu_memory_are_validated() {
+    given::<Job>(vec![])
+        .when(JobCommand::Submit(SubmitJob {
+            requirements: Some(Requirements {
+                capabilities: vec!["a,b".into()],
+                gpu_memory: None,
+            }),
+            ..submit_cmd()
+        }))
+        .then_invalid_field("requirements.capabilities");
+    given::<Job>(vec![])
+        .when(JobCommand::Submit(SubmitJob {
+            requirements: Some(Requirements {
+                capabilities: vec!["gpu".into()],
+                gpu_memory: Some(-1.0),
+            }),
+            ..submit_cmd()
+        }))
+        .then_invalid_field("requirements.gpu_memory");
 }

@@ -8,6 +8,12 @@
 //! <prefix>:{p<N>}:h:<stream>            list: log entry id of each version (index = version - 1)
 //! <prefix>:{p<N>}:idem:<stream>:<key>   string with TTL: "<fingerprint>\n<first> <last> <ids>"
 //! <prefix>:reserve:<name>               string with TTL: the id a create's idempotency key reserved
+//! <prefix>:{p<N>}:q:queues              set: names of the partition's ready queues
+//! <prefix>:{p<N>}:q:ready:<queue>       zset: ready job streams by priority, then time
+//! <prefix>:{p<N>}:q:idx                 hash: stream -> "queue\nversions key\nversion\nattempt\nscore"
+//! <prefix>:{p<N>}:q:delayed             zset: delayed job streams by available_at (ms)
+//! <prefix>:{p<N>}:q:leases              zset: leased job streams by deadline (ms)
+//! <prefix>:{p<N>}:q:lease               hash: stream -> "worker\nmachine\nattempt\nlease_ms"
 //! ```
 //! The envelope is stored once, in the partition log; a stream's history is only the list of
 //! its entry ids (~17 bytes per event), which is what keeps memory per event low.
@@ -63,6 +69,17 @@ impl Keys {
     /// `<prefix>:reserve:<name>` (an id reserved for an idempotency key).
     pub fn reservation(&self, name: &str) -> String {
         format!("{}:reserve:{name}", self.prefix)
+    }
+
+    /// `<prefix>:{p<N>}:`: the start of every key of partition `p` (scripts derive the
+    /// ready-queue and history keys from it; they share the tag, hence the slot).
+    pub fn tag(&self, partition: u32) -> String {
+        format!("{}:{{p{partition}}}:", self.prefix)
+    }
+
+    /// `<prefix>:{p<N>}:q:<name>`: a key of the partition's queue index.
+    pub fn queue(&self, partition: u32, name: &str) -> String {
+        format!("{}:{{p{partition}}}:q:{name}", self.prefix)
     }
 
     /// `<prefix>:{p<N>}:idem:<stream>:<key>`.

@@ -9,6 +9,7 @@
 //!   read, with a warning when AOF is off.
 
 mod keys;
+mod queue;
 mod tail;
 
 use std::time::Duration;
@@ -53,6 +54,8 @@ pub struct RedisStore {
     url: String,
     append_script: Script,
     read_script: Script,
+    claim_script: Script,
+    lease_script: Script,
 }
 
 /// Removes credentials from a Redis URL so it can appear in errors and logs.
@@ -93,10 +96,16 @@ impl RedisStore {
             url: shown,
             append_script: Script::new(APPEND_LUA),
             read_script: Script::new(READ_STREAM_LUA),
+            claim_script: Script::new(queue::CLAIM_LUA),
+            lease_script: Script::new(queue::LEASE_LUA),
         };
         store.check_partitions().await?;
         store.check_aof().await;
         Ok(store)
+    }
+
+    fn partitions_count(&self) -> u32 {
+        self.config.partitions
     }
 
     /// The key layout in use.
@@ -328,8 +337,14 @@ impl EventStore for RedisStore {
         inv.key(self.keys.versions(p, &request.stream))
             .key(self.keys.history(p, &request.stream))
             .key(self.keys.log(p));
-        if let Some(idem) = &request.idempotency {
-            inv.key(self.keys.idempotency(p, &request.stream, &idem.key));
+        // KEYS[4] is only touched when a fingerprint is passed; without a key it is a
+        // name in the same slot that is never read or written.
+        match &request.idempotency {
+            Some(idem) => inv.key(self.keys.idempotency(p, &request.stream, &idem.key)),
+            None => inv.key(self.keys.idempotency(p, &request.stream, "-")),
+        };
+        for k in queue::index_keys(self, p) {
+            inv.key(k);
         }
         let (kind, n) = match request.expected {
             ExpectedVersion::Any => ("any", 0),
@@ -370,6 +385,12 @@ impl EventStore for RedisStore {
                 }
             }
         }
+        queue::push_ops(
+            &mut inv,
+            &self.keys.tag(p),
+            crate::queue::now_ms(),
+            &request.queue,
+        );
         let mut conn = self.conn.clone();
         let reply: Vec<String> = inv
             .invoke_async(&mut conn)
@@ -399,6 +420,9 @@ impl EventStore for RedisStore {
                     .ok_or_else(unexpected)?,
                 stream: request.stream,
                 expected: request.expected,
+            }),
+            Some("NOT_DUE") => Err(StoreError::LeaseNotDue {
+                stream: request.stream,
             }),
             Some("IDEM_MISMATCH") => Err(StoreError::IdempotencyKeyReused {
                 key: request.idempotency.map(|i| i.key).unwrap_or_default(),
@@ -579,5 +603,46 @@ impl EventStore for RedisStore {
 
     async fn tail(&self, from: Cursor) -> Result<EventStream, StoreError> {
         tail::spawn(self.clone(), from).await
+    }
+
+    async fn claim(
+        &self,
+        partition: u32,
+        spec: &crate::queue::ClaimSpec,
+    ) -> Result<Option<crate::queue::Claimed>, StoreError> {
+        self.claim_in(partition, spec).await
+    }
+
+    async fn renew_lease(
+        &self,
+        stream: &str,
+        worker_id: &str,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.renew_in(stream, worker_id, now_ms).await
+    }
+
+    async fn lease(&self, stream: &str) -> Result<Option<crate::queue::LeaseEntry>, StoreError> {
+        self.lease_of(stream).await
+    }
+
+    async fn due_leases(
+        &self,
+        partition: u32,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::queue::LeaseEntry>, StoreError> {
+        self.due_in(partition, now_ms, limit).await
+    }
+
+    async fn leases_of_machine(
+        &self,
+        machine_id: &str,
+    ) -> Result<Vec<crate::queue::LeaseEntry>, StoreError> {
+        self.machine_leases(machine_id).await
+    }
+
+    async fn ready_hint(&self, now_ms: u64) -> Result<Vec<bool>, StoreError> {
+        self.hint(now_ms).await
     }
 }

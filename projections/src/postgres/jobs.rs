@@ -121,6 +121,8 @@ impl JobRow {
                 self.status = "cancelled".into();
                 self.completed_at = Some(at);
             }
+            // The failed attempt is counted by the `job_failed` that follows it.
+            JobEvent::JobLeaseExpired { .. } => {}
         }
         self.updated_at = Some(at);
         self.version = version;

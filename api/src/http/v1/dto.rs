@@ -4,6 +4,7 @@
 //! integers and range-checked into `VALIDATION_FAILED` with the field named, rather than
 //! failing JSON decoding with a less helpful message.
 
+use chrono::{DateTime, Utc};
 use jobsource_domain::job::{
     AssignJob, CancelJob, CompleteJob, FailJob, JobError, ReportProgress, Requirements, SubmitJob,
 };
@@ -77,14 +78,54 @@ pub struct SubmitJobRequest {
     /// 0..=100, default 3.
     #[serde(default)]
     pub max_retries: Option<i64>,
+    /// Not claimable for this many ms (0..=31536000000, a year); not with `run_at`.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 31536000000_i64)]
+    pub delay_ms: Option<i64>,
+    /// Not claimable before this time (RFC 3339, at most a year ahead); not with
+    /// `delay_ms`. A past time means at once.
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    pub run_at: Option<String>,
 }
 
+/// Longest delay a submission may ask for (a year).
+pub const MAX_DELAY_MS: i64 = 365 * 24 * 3600 * 1000;
+
 impl SubmitJobRequest {
-    /// The domain command (range errors as a validation failure).
-    pub fn into_command(self) -> Result<SubmitJob, DomainError> {
+    /// The domain command (range errors as a validation failure); `now` resolves
+    /// `delay_ms` into the job's `available_at`.
+    pub fn into_command(self, now: DateTime<Utc>) -> Result<SubmitJob, DomainError> {
         let mut errors = Vec::new();
         let priority = in_range("priority", self.priority, 0, 100, &mut errors);
         let max_retries = in_range("max_retries", self.max_retries, 0, 100, &mut errors);
+        let delay = in_range("delay_ms", self.delay_ms, 0, MAX_DELAY_MS, &mut errors);
+        let latest = now + chrono::Duration::milliseconds(MAX_DELAY_MS);
+        let available_at = match (delay, self.run_at.as_deref()) {
+            (Some(_), Some(_)) => {
+                errors.push(FieldError::new(
+                    "run_at",
+                    "give delay_ms or run_at, not both",
+                ));
+                None
+            }
+            (Some(d), None) => Some(now + chrono::Duration::milliseconds(d)),
+            (None, Some(t)) => match DateTime::parse_from_rfc3339(t) {
+                Ok(t) if t.with_timezone(&Utc) > latest => {
+                    errors.push(FieldError::new("run_at", "at most a year ahead"));
+                    None
+                }
+                Ok(t) => Some(t.with_timezone(&Utc)),
+                Err(e) => {
+                    errors.push(FieldError::new(
+                        "run_at",
+                        format!("not an RFC 3339 time: {e}"),
+                    ));
+                    None
+                }
+            },
+            (None, None) => None,
+        };
         if !errors.is_empty() {
             return Err(DomainError::Validation(errors));
         }
@@ -104,6 +145,7 @@ impl SubmitJobRequest {
             step_index: None,
             depends_on: self.depends_on,
             max_retries: max_retries.map_or(defaults.max_retries, |m| m as u32),
+            available_at: available_at.filter(|t| *t > now),
         })
     }
 }
@@ -116,14 +158,25 @@ pub struct AssignRequest {
     pub worker_id: String,
     /// Machine the worker runs on.
     pub machine_id: String,
+    /// Lease length, 1..=86400 (default `JOBSOURCE_JOB_LEASE_SECS`).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub lease_seconds: Option<i64>,
 }
 
-impl From<AssignRequest> for AssignJob {
-    fn from(r: AssignRequest) -> Self {
-        AssignJob {
-            worker_id: r.worker_id,
-            machine_id: r.machine_id,
+impl AssignRequest {
+    /// The domain command; `now` starts the lease (`None` length: the service default).
+    pub fn into_command(self, now: DateTime<Utc>) -> Result<AssignJob, DomainError> {
+        let mut errors = Vec::new();
+        let lease = in_range("lease_seconds", self.lease_seconds, 1, 86_400, &mut errors);
+        if !errors.is_empty() {
+            return Err(DomainError::Validation(errors));
         }
+        Ok(AssignJob {
+            lease_expires_at: lease.map(|s| now + chrono::Duration::seconds(s)),
+            worker_id: self.worker_id,
+            machine_id: self.machine_id,
+        })
     }
 }
 
@@ -133,6 +186,10 @@ impl From<AssignRequest> for AssignJob {
 pub struct ProgressRequest {
     /// 0..=100; never decreases within an attempt.
     pub progress: i64,
+    /// The reporting worker: when given, it must hold the job (else 409). A report
+    /// renews the lease.
+    #[serde(default)]
+    pub worker_id: Option<String>,
     /// Stage name.
     #[serde(default)]
     pub stage: Option<String>,
@@ -148,6 +205,7 @@ impl ProgressRequest {
         let progress = in_range("progress", Some(self.progress), 0, 100, &mut errors);
         match progress {
             Some(p) if errors.is_empty() => Ok(ReportProgress {
+                worker_id: self.worker_id,
                 progress: p as u8,
                 stage: self.stage,
                 message: self.message,
@@ -168,11 +226,41 @@ pub struct CompleteRequest {
     /// Run time.
     #[serde(default)]
     pub duration_ms: Option<u64>,
+    /// The reporting worker: when given, it must hold the job (else 409).
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// Claim the worker's next job in the same call (needs `worker_id`).
+    #[serde(default)]
+    pub next: Option<NextClaim>,
+}
+
+/// A claim made by a complete or fail call for the same worker, answered in `next`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NextClaim {
+    /// Machine the worker runs on.
+    pub machine_id: String,
+    /// What the worker can run.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// GPU memory the worker offers, in GB (0..=10000).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub gpu_memory: Option<f64>,
+    /// Lease length, 1..=86400.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub lease_seconds: Option<i64>,
+    /// Long-poll for the next job up to this long (0..=30000 ms).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 30000)]
+    pub wait_ms: Option<i64>,
 }
 
 impl From<CompleteRequest> for CompleteJob {
     fn from(r: CompleteRequest) -> Self {
         CompleteJob {
+            worker_id: r.worker_id,
             result: r.result,
             duration_ms: r.duration_ms,
         }
@@ -198,6 +286,12 @@ pub struct FailRequest {
     /// Retry if the budget allows (default true).
     #[serde(default = "yes")]
     pub retryable: bool,
+    /// The reporting worker: when given, it must hold the job (else 409).
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// Claim the worker's next job in the same call (needs `worker_id`).
+    #[serde(default)]
+    pub next: Option<NextClaim>,
 }
 
 fn yes() -> bool {
@@ -207,6 +301,8 @@ fn yes() -> bool {
 impl From<FailRequest> for FailJob {
     fn from(r: FailRequest) -> Self {
         FailJob {
+            retry_at: None,
+            worker_id: r.worker_id,
             error: JobError {
                 code: r.error.code,
                 message: r.error.message,
@@ -240,6 +336,39 @@ pub struct ClaimRequest {
     /// What the worker can run (a job's required capabilities must all be here).
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// GPU memory the worker offers, in GB (0..=10000). Jobs needing more are not
+    /// offered; without it, only jobs that need no GPU memory are.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 10000)]
+    pub gpu_memory: Option<f64>,
+    /// Lease length, 1..=86400 (default `JOBSOURCE_JOB_LEASE_SECS`).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub lease_seconds: Option<i64>,
+    /// Long-poll up to this long (0..=30000 ms) when nothing is ready, instead of an
+    /// immediate 204.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 30000)]
+    pub wait_ms: Option<i64>,
+}
+
+/// `POST /v1/jobs/{id}/heartbeat`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobHeartbeatRequest {
+    /// The worker holding the job.
+    pub worker_id: String,
+}
+
+/// Answer of a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobHeartbeatResponse {
+    /// Job id.
+    pub job_id: Uuid,
+    /// The holder.
+    pub worker_id: String,
+    /// The renewed deadline.
+    pub lease_expires_at: String,
 }
 
 /// One workflow step.
@@ -314,6 +443,9 @@ pub struct JobCommandResponse {
     /// True when this answer is the recorded result of an earlier request with the
     /// same `Idempotency-Key`.
     pub replayed: bool,
+    /// With `next` in a complete or fail: the worker's next job (`null`: none ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Option<Box<ClaimResponse>>>,
 }
 
 /// Answer of a workflow command.

@@ -15,7 +15,8 @@ use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{CommandHeaders, JsonBody, OptionalJsonBody, PathId, QueryParams};
 use crate::http::AppState;
 use crate::read::{JobQuery, JobStats, JobView, Model, Page};
-use crate::service::Outcome;
+use crate::service::claims::{self, Claim};
+use crate::service::{leases, Outcome, ServiceError};
 
 fn answer(outcome: &Outcome<Job>) -> JobCommandResponse {
     JobCommandResponse {
@@ -28,6 +29,7 @@ fn answer(outcome: &Outcome<Job>) -> JobCommandResponse {
         version: outcome.version,
         position: outcome.position.map(|p| p.to_string()),
         replayed: outcome.replayed,
+        next: None,
     }
 }
 
@@ -48,7 +50,7 @@ pub async fn submit(
     let ctx = headers.context("POST /v1/jobs", &body.raw);
     let command = body
         .value
-        .into_command()
+        .into_command(Utc::now())
         .map_err(crate::service::ServiceError::from)?;
     let outcome = state.service().submit_job(command, &ctx).await?;
     let status = if outcome.replayed {
@@ -84,7 +86,11 @@ pub async fn assign(
     headers: CommandHeaders,
     body: JsonBody<AssignRequest>,
 ) -> Result<Json<JobCommandResponse>, ApiError> {
-    let cmd = JobCommand::Assign(body.value.into());
+    let cmd = JobCommand::Assign(
+        body.value
+            .into_command(Utc::now())
+            .map_err(crate::service::ServiceError::from)?,
+    );
     run(
         &state,
         &headers,
@@ -137,8 +143,9 @@ pub async fn complete(
     headers: CommandHeaders,
     body: OptionalJsonBody<CompleteRequest>,
 ) -> Result<Json<JobCommandResponse>, ApiError> {
+    let next = next_claim(body.value.worker_id.as_deref(), body.value.next.clone())?;
     let cmd = JobCommand::Complete(body.value.into());
-    run(
+    let answer = run(
         &state,
         &headers,
         &format!("POST /v1/jobs/{id}/complete"),
@@ -146,7 +153,64 @@ pub async fn complete(
         id,
         cmd,
     )
-    .await
+    .await?;
+    with_next(&state, &headers, answer, next).await
+}
+
+/// Validates a report's `next` (it needs the reporting `worker_id`) into a claim.
+fn next_claim(worker_id: Option<&str>, next: Option<NextClaim>) -> Result<Option<Claim>, ApiError> {
+    let Some(n) = next else { return Ok(None) };
+    let Some(worker_id) = worker_id else {
+        return Err(ServiceError::validation("worker_id", "required with next").into());
+    };
+    let claim = super::workers::to_claim(
+        worker_id.to_owned(),
+        ClaimRequest {
+            machine_id: n.machine_id,
+            capabilities: n.capabilities,
+            gpu_memory: n.gpu_memory,
+            lease_seconds: n.lease_seconds,
+            wait_ms: n.wait_ms,
+        },
+    )?;
+    claims::validate(&claim).map_err(|e| prefix_field(e, "next."))?;
+    Ok(Some(claim))
+}
+
+fn prefix_field(e: ServiceError, prefix: &str) -> ServiceError {
+    match e {
+        ServiceError::Domain(jobsource_domain::DomainError::Validation(fields)) => {
+            ServiceError::Domain(jobsource_domain::DomainError::Validation(
+                fields
+                    .into_iter()
+                    .map(|f| {
+                        jobsource_domain::FieldError::new(format!("{prefix}{}", f.field), f.message)
+                    })
+                    .collect(),
+            ))
+        }
+        other => other,
+    }
+}
+
+/// Runs the report's `next` claim and puts its answer beside the report's.
+async fn with_next(
+    state: &AppState,
+    headers: &CommandHeaders,
+    mut answer: Json<JobCommandResponse>,
+    next: Option<Claim>,
+) -> Result<Json<JobCommandResponse>, ApiError> {
+    if let Some(claim) = next {
+        let mut ctx = headers.context("claim", b"");
+        ctx.idempotency = None;
+        ctx.expected_version = None;
+        let got = claims::claim(state.service(), &claim, &ctx).await?;
+        answer.next = Some(
+            got.map(|c| super::workers::claim_response(&c).map(Box::new))
+                .transpose()?,
+        );
+    }
+    Ok(answer)
 }
 
 /// Fail a job (retried while `retryable` and the budget allows).
@@ -161,8 +225,9 @@ pub async fn fail(
     headers: CommandHeaders,
     body: JsonBody<FailRequest>,
 ) -> Result<Json<JobCommandResponse>, ApiError> {
+    let next = next_claim(body.value.worker_id.as_deref(), body.value.next.clone())?;
     let cmd = JobCommand::Fail(body.value.into());
-    run(
+    let answer = run(
         &state,
         &headers,
         &format!("POST /v1/jobs/{id}/fail"),
@@ -170,7 +235,28 @@ pub async fn fail(
         id,
         cmd,
     )
-    .await
+    .await?;
+    with_next(&state, &headers, answer, next).await
+}
+
+/// Renew the lease of the worker holding the job (`job_assigned` carries the first
+/// deadline; renewals move it without an event). Progress reports renew too.
+#[utoipa::path(operation_id = "jobs_heartbeat", post, path = "/v1/jobs/{id}/heartbeat", tag = "jobs", request_body = JobHeartbeatRequest,
+    params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = JobHeartbeatResponse, description = "Renewed"), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "INVALID_TRANSITION: that worker does not hold the job (with its status)"),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    body: JsonBody<JobHeartbeatRequest>,
+) -> Result<Json<JobHeartbeatResponse>, ApiError> {
+    let deadline = leases::heartbeat(state.service(), id, &body.value.worker_id).await?;
+    Ok(Json(JobHeartbeatResponse {
+        job_id: id,
+        worker_id: body.value.worker_id,
+        lease_expires_at: crate::read::view::timestamp(deadline),
+    }))
 }
 
 /// Cancel a waiting or pending job.
@@ -229,12 +315,29 @@ pub async fn get(
             .ok_or_else(|| ApiError::job_not_found(id));
     }
     read_your_writes(&state, &headers, q.min_position.as_deref(), Model::Hot).await?;
-    state
+    let mut view = state
         .read()
         .job(id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::job_not_found(id))
+        .ok_or_else(|| ApiError::job_not_found(id))?;
+    if view.lease_expires_at.is_some() {
+        // The read model holds the assignment's first deadline; renewals live in the
+        // store's lease index.
+        let lease = state
+            .service()
+            .store()
+            .lease(&job_stream(id))
+            .await
+            .map_err(ServiceError::from)?;
+        if let Some(lease) = lease {
+            if lease.attempt == view.attempt {
+                view.lease_expires_at = Some(crate::read::view::timestamp(
+                    crate::service::queue::time_of(lease.deadline_ms),
+                ));
+            }
+        }
+    }
+    Ok(Json(view))
 }
 
 /// List jobs (oldest first) with filters and a cursor.

@@ -4,7 +4,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use jobsource_domain::job_stream;
 
 use super::dto::{ClaimRequest, ClaimResponse};
 use crate::http::error::{ApiError, ErrorBody};
@@ -12,8 +11,11 @@ use crate::http::extract::{CommandHeaders, JsonBody};
 use crate::http::AppState;
 use crate::read::JobView;
 use crate::service::claims::{self, Claim};
+use crate::service::ServiceError;
 
-/// Claim the highest-priority pending job (FIFO within a priority) this worker can run.
+/// Claim the highest-priority ready job (FIFO within a priority) this worker can run:
+/// its capabilities cover the job's, its `gpu_memory` covers the job's; the assignment
+/// starts a lease (`lease_seconds`). With `wait_ms`, waits for a job instead of a 204.
 ///
 /// `Idempotency-Key` is not applied here: a claim targets whichever job is next, so a
 /// retried claim may rightly get a different one.
@@ -31,30 +33,46 @@ pub async fn claim(
     let mut ctx = headers.context("claim", &body.raw);
     ctx.idempotency = None;
     ctx.expected_version = None;
-    let request = Claim {
+    let request = to_claim(worker_id, body.value)?;
+    match claims::claim(state.service(), &request, &ctx).await? {
+        None => {
+            metrics::counter!(crate::metrics::CLAIMS, "result" => "empty").increment(1);
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Some(got) => {
+            metrics::counter!(crate::metrics::CLAIMS, "result" => "claimed").increment(1);
+            Ok(Json(claim_response(&got)?).into_response())
+        }
+    }
+}
+
+/// The service's claim from a claim body (negative numbers: 422 naming the field).
+pub fn to_claim(worker_id: String, body: ClaimRequest) -> Result<Claim, ApiError> {
+    let non_negative = |field: &str, v: Option<i64>| -> Result<Option<u64>, ApiError> {
+        v.map(|n| {
+            u64::try_from(n).map_err(|_| {
+                ApiError::from(ServiceError::validation(field, "must not be negative"))
+            })
+        })
+        .transpose()
+    };
+    Ok(Claim {
         worker_id,
-        machine_id: body.value.machine_id,
-        capabilities: body.value.capabilities,
-    };
-    let Some(outcome) = claims::claim(state.service(), &**state.read(), &request, &ctx).await?
-    else {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    };
-    let history = state
-        .service()
-        .history(&job_stream(outcome.state.id))
-        .await?;
-    let job = JobView::fold(
-        history
-            .iter()
-            .map(|e| &e.envelope)
-            .take_while(|e| e.version <= outcome.version),
-    )
-    .ok_or_else(|| ApiError::job_not_found(outcome.state.id))?;
-    Ok(Json(ClaimResponse {
-        job,
-        version: outcome.version,
-        position: outcome.position.map(|p| p.to_string()),
+        machine_id: body.machine_id,
+        capabilities: body.capabilities,
+        gpu_memory: body.gpu_memory,
+        lease_seconds: non_negative("lease_seconds", body.lease_seconds)?,
+        wait_ms: non_negative("wait_ms", body.wait_ms)?,
     })
-    .into_response())
+}
+
+/// The answer for a claimed job: its view (with the lease), version and position.
+pub fn claim_response(got: &claims::Claimed) -> Result<ClaimResponse, ApiError> {
+    let job = JobView::fold(got.history.iter().map(|e| &e.envelope))
+        .ok_or_else(|| ApiError::job_not_found(got.state.id))?;
+    Ok(ClaimResponse {
+        job,
+        version: got.version(),
+        position: got.position().map(|p| p.to_string()),
+    })
 }
