@@ -4,7 +4,8 @@
 //! `postgres` and `archive` projections as durable workers with checkpoints, the
 //! orchestrator as a durable subscriber, the `webhooks` enqueue projection. Embedded mode
 //! (no `REDIS_URL`): the in-memory store, the in-memory read model, orchestrator and
-//! webhook enqueuer; nothing persists. Both modes run the webhook sender.
+//! webhook enqueuer; nothing persists. Both modes run the webhook sender, the machine
+//! timeout sweeper and the job lease timers.
 //!
 //! Shutdown drains: the server stops accepting, in-flight requests finish, then the
 //! background workers are told to stop and each does so at a batch boundary.
@@ -57,6 +58,12 @@ pub struct ServeConfig {
     pub live: crate::live::LiveConfig,
     /// Webhook sender settings (secret, attempts, timeout, backoff).
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// A machine not seen for this long is marked offline (default 60 s).
+    pub machine_timeout: Duration,
+    /// Job queue settings (default lease, retry backoff).
+    pub queue: crate::service::queue::QueueConfig,
+    /// How often the lease timers are swept.
+    pub lease_sweep: Duration,
 }
 
 impl Default for ServeConfig {
@@ -77,6 +84,9 @@ impl Default for ServeConfig {
                 backoff: Duration::from_millis(100),
             },
             webhooks: crate::webhooks::WebhookConfig::default(),
+            machine_timeout: crate::service::machines::sweeper::DEFAULT_TIMEOUT,
+            queue: crate::service::queue::QueueConfig::default(),
+            lease_sweep: Duration::from_millis(250),
         }
     }
 }
@@ -182,7 +192,9 @@ impl Server {
                      (set REDIS_URL and DATABASE_URL for the durable deployment)"
                 );
                 let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new(store_config));
-                let service = Arc::new(Service::new(store.clone(), catalog));
+                let service = Arc::new(
+                    Service::new(store.clone(), catalog).with_queue_config(config.queue.clone()),
+                );
                 let model = MemoryReadModel::new(store.clone());
                 workers.push(tokio::spawn(model.clone().run(workers_rx.clone())));
                 let deliveries: Arc<dyn crate::webhooks::DeliveryStore> =
@@ -208,7 +220,8 @@ impl Server {
                         ],
                         config.http.clone(),
                     )
-                    .with_webhooks(deliveries),
+                    .with_webhooks(deliveries)
+                    .with_seen(Arc::new(crate::service::machines::MemorySeenStore::new())),
                     orchestrator,
                 )
             }
@@ -235,7 +248,14 @@ impl Server {
                     .clone()
                     .unwrap_or_else(|| config.prefix.clone());
                 let model = Arc::new(RedisReadModel::new(conn.clone(), &rm));
-                let service = Arc::new(Service::new(store.clone(), catalog));
+                let seen = Arc::new(crate::service::machines::RedisSeenStore::new(
+                    conn.clone(),
+                    &config.prefix,
+                    store.partitions(),
+                ));
+                let service = Arc::new(
+                    Service::new(store.clone(), catalog).with_queue_config(config.queue.clone()),
+                );
                 for projection in [
                     Arc::new(Archive) as Arc<dyn jobsource_projections::PgProjection>,
                     Arc::new(PostgresReadModel),
@@ -285,12 +305,24 @@ impl Server {
                         vec![orchestrator.clone() as Arc<dyn StatusSource>],
                         config.http.clone(),
                     )
-                    .with_webhooks(deliveries),
+                    .with_webhooks(deliveries)
+                    .with_seen(seen),
                     orchestrator,
                 )
             }
         };
         workers.push(tokio::spawn(orchestrator.run(workers_rx.clone())));
+        let sweeper = crate::service::machines::sweeper::Sweeper::new(
+            state.service().clone(),
+            state.seen().clone(),
+            config.machine_timeout,
+        );
+        workers.push(tokio::spawn(Arc::new(sweeper).run(workers_rx.clone())));
+        workers.push(tokio::spawn(crate::service::leases::run_sweeper(
+            state.service().clone(),
+            config.lease_sweep,
+            workers_rx.clone(),
+        )));
         if let Some(deliveries) = state.webhooks() {
             let sender =
                 crate::webhooks::sender::Sender::new(deliveries.clone(), config.webhooks.clone())

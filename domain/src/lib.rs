@@ -1,4 +1,5 @@
-//! jobsource domain: the `Job` and `Workflow` aggregates, their commands, events and errors.
+//! jobsource domain: the `Job`, `Workflow` and `Machine` aggregates, their commands, events
+//! and errors.
 //!
 //! Pure and synchronous: a command is decided against the current state into events or a
 //! typed error (`decide`), and state is the fold of events (`apply`). No I/O, no clock, no
@@ -6,6 +7,7 @@
 
 pub mod error;
 pub mod job;
+pub mod machine;
 pub mod validate;
 pub mod workflow;
 
@@ -26,13 +28,19 @@ pub fn workflow_stream(id: Uuid) -> String {
     format!("workflow-{id}")
 }
 
-/// The shape both aggregates share: state folded from events, commands decided into events.
+/// Stream name of a machine: `machine-<id>` (ids match
+/// `[A-Za-z0-9][A-Za-z0-9._:-]{0,127}`, see [`validate::is_valid_machine_id`]).
+pub fn machine_stream(id: &str) -> String {
+    format!("machine-{id}")
+}
+
+/// The shape every aggregate shares: state folded from events, commands decided into events.
 pub trait Aggregate: Default + Clone {
     /// Command type.
     type Command;
     /// Event type.
     type Event;
-    /// `job` or `workflow`.
+    /// `job`, `workflow` or `machine`.
     const KIND: &'static str;
     /// Applies one event.
     fn apply(&mut self, event: &Self::Event);
@@ -66,6 +74,21 @@ impl Aggregate for workflow::Workflow {
     }
     fn decide(&self, command: &Self::Command) -> Result<Vec<Self::Event>, DomainError> {
         workflow::Workflow::decide(self, command)
+    }
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+impl Aggregate for machine::Machine {
+    type Command = machine::MachineCommand;
+    type Event = machine::MachineEvent;
+    const KIND: &'static str = "machine";
+    fn apply(&mut self, event: &Self::Event) {
+        machine::Machine::apply(self, event)
+    }
+    fn decide(&self, command: &Self::Command) -> Result<Vec<Self::Event>, DomainError> {
+        machine::Machine::decide(self, command)
     }
     fn version(&self) -> u64 {
         self.version

@@ -12,6 +12,7 @@ pub mod error;
 pub mod migrate;
 pub mod postgres;
 pub mod rebuild;
+pub mod redis_machines;
 pub mod redis_model;
 pub mod redis_rebuild;
 pub mod redis_worker;

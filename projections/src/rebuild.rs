@@ -27,7 +27,7 @@ use crate::runtime::{run_batch_until, PgProjection};
 pub fn tables_of(projection: &str) -> &'static [&'static str] {
     match projection {
         "archive" => &["events"],
-        "postgres" => &["jobs", "workflows", "workflow_steps"],
+        "postgres" => &["jobs", "workflows", "workflow_steps", "machines"],
         _ => &[],
     }
 }

@@ -49,6 +49,18 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBSOURCE_WEBHOOK_TIMEOUT_MS", default_value_t = 5000,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub webhook_timeout_ms: u64,
+    /// Seconds without a heartbeat after which a machine is marked offline.
+    #[arg(long, env = "JOBSOURCE_MACHINE_TIMEOUT_SECS", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub machine_timeout_secs: u64,
+    /// Lease of a job assignment that asks for none (seconds, 1..=86400).
+    #[arg(long, env = "JOBSOURCE_JOB_LEASE_SECS", default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub job_lease_secs: u64,
+    /// Backoff before a job's first retry (ms; doubles per retry, capped at 5 min, jittered).
+    #[arg(long, env = "JOBSOURCE_RETRY_BACKOFF_MS", default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(0..=300_000))]
+    pub retry_backoff_ms: u64,
 }
 
 impl ServeArgs {
@@ -78,6 +90,11 @@ impl ServeArgs {
                 max_attempts: self.webhook_max_attempts,
                 timeout: std::time::Duration::from_millis(self.webhook_timeout_ms),
                 ..crate::webhooks::WebhookConfig::default()
+            },
+            machine_timeout: std::time::Duration::from_secs(self.machine_timeout_secs),
+            queue: crate::service::queue::QueueConfig {
+                default_lease: std::time::Duration::from_secs(self.job_lease_secs),
+                retry_backoff: std::time::Duration::from_millis(self.retry_backoff_ms),
             },
             ..ServeConfig::default()
         }

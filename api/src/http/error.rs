@@ -40,7 +40,7 @@ pub enum ApiError {
     /// No such route or resource: 404.
     #[error("{message}")]
     NotFound {
-        /// `JOB_NOT_FOUND`, `WORKFLOW_NOT_FOUND` or `NOT_FOUND`.
+        /// `JOB_NOT_FOUND`, `WORKFLOW_NOT_FOUND`, `MACHINE_NOT_FOUND` or `NOT_FOUND`.
         code: &'static str,
         /// What was not found.
         message: String,
@@ -61,6 +61,14 @@ impl ApiError {
         ApiError::NotFound {
             code: "JOB_NOT_FOUND",
             message: format!("job {id} not found"),
+        }
+    }
+
+    /// 404 for a machine.
+    pub fn machine_not_found(id: impl std::fmt::Display) -> Self {
+        ApiError::NotFound {
+            code: "MACHINE_NOT_FOUND",
+            message: format!("machine {id} not found"),
         }
     }
 
@@ -178,10 +186,10 @@ fn service_parts(e: &ServiceError) -> (StatusCode, ErrorDetail) {
     match e {
         ServiceError::Domain(DomainError::NotFound { kind }) => plain(
             StatusCode::NOT_FOUND,
-            if *kind == "workflow" {
-                "WORKFLOW_NOT_FOUND"
-            } else {
-                "JOB_NOT_FOUND"
+            match *kind {
+                "workflow" => "WORKFLOW_NOT_FOUND",
+                "machine" => "MACHINE_NOT_FOUND",
+                _ => "JOB_NOT_FOUND",
             },
             format!("{kind} not found"),
             vec![],
@@ -202,6 +210,25 @@ fn service_parts(e: &ServiceError) -> (StatusCode, ErrorDetail) {
             d.current_status = Some(status.clone());
             (s, d)
         }
+        ServiceError::Domain(DomainError::NotHolder { status, .. }) => {
+            let (s, mut d) = plain(
+                StatusCode::CONFLICT,
+                "INVALID_TRANSITION",
+                e.to_string(),
+                vec![FieldDetail {
+                    field: "worker_id".into(),
+                    message: "this worker does not hold the job".into(),
+                }],
+            );
+            d.current_status = Some(status.clone());
+            (s, d)
+        }
+        ServiceError::LeaseNotDue => plain(
+            StatusCode::CONFLICT,
+            "INVALID_TRANSITION",
+            e.to_string(),
+            vec![],
+        ),
         ServiceError::Domain(DomainError::Validation(fields)) => plain(
             StatusCode::UNPROCESSABLE_ENTITY,
             "VALIDATION_FAILED",

@@ -60,6 +60,7 @@ struct Inner {
     shutting_down: AtomicBool,
     webhooks: std::sync::OnceLock<Arc<dyn crate::webhooks::DeliveryStore>>,
     live: std::sync::OnceLock<Arc<crate::live::LiveFeed>>,
+    seen: std::sync::OnceLock<Arc<dyn crate::service::machines::SeenStore>>,
 }
 
 /// What every handler can reach.
@@ -85,6 +86,7 @@ impl AppState {
                 shutting_down: AtomicBool::new(false),
                 webhooks: std::sync::OnceLock::new(),
                 live: std::sync::OnceLock::new(),
+                seen: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -124,6 +126,22 @@ impl AppState {
     /// The webhook delivery records, when attached.
     pub fn webhooks(&self) -> Option<&Arc<dyn crate::webhooks::DeliveryStore>> {
         self.inner.webhooks.get()
+    }
+
+    /// Attaches the machines' last-seen store (`/v1/machines`). Set once; without it the
+    /// state uses an in-memory one (embedded mode, tests).
+    pub fn with_seen(self, seen: Arc<dyn crate::service::machines::SeenStore>) -> Self {
+        if self.inner.seen.set(seen).is_err() {
+            tracing::warn!("machine last-seen store already attached; keeping the first");
+        }
+        self
+    }
+
+    /// The machines' last-seen store.
+    pub fn seen(&self) -> &Arc<dyn crate::service::machines::SeenStore> {
+        self.inner
+            .seen
+            .get_or_init(|| Arc::new(crate::service::machines::MemorySeenStore::new()))
     }
 
     /// HTTP settings.
@@ -259,5 +277,7 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[cfg(test)]
+mod machine_tests;
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use super::error::{ErrorBody, ErrorDetail, FieldDetail};
 use super::health::Health;
 use super::seed;
-use super::v1::{admin, dto, events, jobs, webhooks, workers, workflows};
+use super::v1::{admin, dto, events, jobs, machine_dto, machines, webhooks, workers, workflows};
 use crate::read::{
     JobStats, JobView, Page, ProjectionStatus, StepView, WorkflowStats, WorkflowView,
 };
@@ -34,8 +34,10 @@ impl Modify for Security {
     info(title = "jobsource", description = "Event-sourced job and workflow core. When JOBSOURCE_API_KEYS is set, /v1 and /api routes need `Authorization: Bearer <key>` or `X-API-Key`."),
     paths(
         jobs::submit, jobs::assign, jobs::progress, jobs::complete, jobs::fail, jobs::cancel,
+        jobs::heartbeat,
         jobs::get, jobs::list, jobs::stats, jobs::events,
         workers::claim,
+        machines::register, machines::heartbeat, machines::get, machines::list, machines::events,
         workflows::create, workflows::cancel, workflows::get, workflows::list, workflows::stats,
         workflows::events,
         events::page,
@@ -62,10 +64,15 @@ impl Modify for Security {
         dto::SubmitJobRequest, dto::RequirementsBody, dto::AssignRequest, dto::ProgressRequest,
         dto::CompleteRequest, dto::FailRequest, dto::JobErrorBody, dto::CancelRequest,
         dto::ClaimRequest, dto::StepRequest, dto::CreateWorkflowRequest,
+        dto::NextClaim, dto::JobHeartbeatRequest, dto::JobHeartbeatResponse,
         dto::JobCommandResponse, dto::WorkflowCommandResponse, dto::ClaimResponse,
         dto::EventView, dto::StreamEvents, dto::EventPageResponse, dto::RebuildRequest,
         dto::RebuildResponse, dto::ProjectionsResponse,
         crate::webhooks::Delivery, crate::webhooks::AttemptView, Page<crate::webhooks::Delivery>,
+        crate::read::MachineView, crate::read::WorkerView, Page<crate::read::MachineView>,
+        machine_dto::RegisterMachineRequest, machine_dto::WorkerReportBody,
+        machine_dto::HeartbeatRequest, machine_dto::MachineCommandResponse,
+        machine_dto::HeartbeatResponse,
     )),
     modifiers(&Security),
     security(("bearer" = []), ("api_key" = [])),
@@ -73,6 +80,7 @@ impl Modify for Security {
         (name = "jobs", description = "Submit, drive and read jobs"),
         (name = "workflows", description = "Multi-step workflows"),
         (name = "workers", description = "Worker claims"),
+        (name = "machines", description = "Machine registry: registration, heartbeats, timeouts"),
         (name = "audit", description = "Audit and replay"),
         (name = "projections", description = "Read models"),
         (name = "webhooks", description = "Webhook deliveries"),

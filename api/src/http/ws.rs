@@ -10,7 +10,10 @@
 //!   subscription at all (the seed's "monitor" clients);
 //! - it also goes to clients subscribed to the machine the job is (or was, for its
 //!   terminal event) assigned to; those messages carry `machine_id` too;
-//! - a workflow event goes to clients subscribed to that workflow.
+//! - a workflow event goes to clients subscribed to that workflow;
+//! - a machine's own event (`machine_registered`, `machine_status_changed`,
+//!   `worker_status_changed`) goes to clients subscribed to that machine, as
+//!   `{"type","timestamp","machine_id","data"}`.
 //!
 //! Beyond the seed: each (un)subscription is acknowledged
 //! (`{"type":"subscribed"|"unsubscribed","job_id"|..:..}`), so a client knows from which
@@ -145,6 +148,13 @@ impl Subscriptions {
             }
         } else if let Some(workflow) = e.workflow_id {
             if self.workflows.contains(&workflow.to_string()) {
+                e.wire().cloned()
+            } else {
+                None
+            }
+        } else if let Some(machine) = &e.machine_id {
+            // The machine's own events (`machine_*`, `worker_status_changed`).
+            if self.machines.contains(machine) {
                 e.wire().cloned()
             } else {
                 None
@@ -432,6 +442,35 @@ mod tests {
             self.message(e)
                 .map(|m| serde_json::from_str(m.as_str()).expect("JSON"))
         }
+    }
+
+    #[test]
+    fn machine_subscriptions_get_the_machines_own_events() {
+        let mut s = Subscriptions::default();
+        // Monitor clients (no subscription) do not get machine events.
+        assert!(s
+            .message_json(&live("machine-m1".into(), "machine_registered", None))
+            .is_none());
+        s.handle(&json!({"type": "subscribe_machine", "machine_id": "m1"}).to_string());
+        for kind in [
+            "machine_registered",
+            "machine_status_changed",
+            "worker_status_changed",
+        ] {
+            let m = s
+                .message_json(&live("machine-m1".into(), kind, None))
+                .unwrap();
+            assert_eq!(m["type"], kind);
+            assert_eq!(m["machine_id"], "m1");
+            assert_eq!(m["data"]["stream"], "machine-m1");
+        }
+        assert!(s
+            .message_json(&live("machine-m2".into(), "machine_registered", None))
+            .is_none());
+        s.handle(&json!({"type": "unsubscribe_machine", "machine_id": "m1"}).to_string());
+        assert!(s
+            .message_json(&live("machine-m1".into(), "worker_status_changed", None))
+            .is_none());
     }
 
     #[test]

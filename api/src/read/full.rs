@@ -6,6 +6,8 @@
 //! | [`ReadSide::job`] | `<rm>:job:<id>` hash (one `HGETALL`) |
 //! | [`ReadSide::workflow`] | `<rm>:workflow:<id>` hash, then every step job's hash (one pipeline) |
 //! | [`ReadSide::pending`] | the `<rm>:jobs:pending` zset (score = priority) |
+//! | [`ReadSide::machine`] | `<rm>:machine:<id>` hash (one `HGETALL`) |
+//! | [`ReadSide::machines`] | PostgreSQL table `machines` |
 //! | [`ReadSide::jobs`], [`ReadSide::workflows`], stats | PostgreSQL tables `jobs`, `workflows` |
 //! | [`ReadSide::has_reached`] | the `redis` checkpoint hash ([`Model::Hot`]) or the `postgres` row of `projection_checkpoints` ([`Model::Lists`]) |
 //!
@@ -43,6 +45,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
+use super::machine_view::{MachineQuery, MachineView, MACHINE_COLUMNS};
 use super::view::{progress_percentage, timestamp};
 use super::{
     JobQuery, JobStats, JobView, Model, Page, PendingEntry, ProjectionStatus, ReadSide, StepView,
@@ -407,6 +410,8 @@ fn job_from_hash(
         ),
         _ => (None, Map::new()),
     };
+    let pending = status == "pending";
+    let leased = status == "assigned" || status == "running";
     Ok(Some(JobView {
         id: f.parsed("id")?.unwrap_or(id),
         job_type: f.string("type").unwrap_or_default(),
@@ -432,6 +437,8 @@ fn job_from_hash(
         updated_at: f.string("updated_at"),
         started_at: f.string("started_at"),
         completed_at: f.string("completed_at"),
+        available_at: f.string("available_at").filter(|_| pending),
+        lease_expires_at: f.string("lease_expires_at").filter(|_| leased),
         version: f.num("version")?,
     }))
 }
@@ -466,6 +473,8 @@ fn time(row: &PgRow, column: &str) -> Result<Option<String>, ServiceError> {
 
 fn job_from_row(row: &PgRow) -> Result<JobView, ServiceError> {
     Ok(JobView {
+        available_at: None,
+        lease_expires_at: None,
         id: row.try_get("id")?,
         job_type: row.try_get("type")?,
         status: row.try_get("status")?,
@@ -788,6 +797,44 @@ impl ReadSide for FullReadSide {
         }
         out.truncate(limit);
         Ok(out)
+    }
+
+    async fn machine(&self, id: &str) -> Result<Option<MachineView>, ServiceError> {
+        let key = jobsource_projections::redis_machines::machine_key(self.redis.keys(), id);
+        let mut conn = self.conn();
+        let hash: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await?;
+        MachineView::from_hash(id, &hash)
+    }
+
+    async fn machines(&self, q: &MachineQuery) -> Result<Page<MachineView>, ServiceError> {
+        let mut sql = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {MACHINE_COLUMNS} FROM machines WHERE true"
+        ));
+        if let Some(status) = &q.status {
+            sql.push(" AND status = ").push_bind(status.clone());
+        }
+        if let Some(after) = &q.after {
+            sql.push(" AND id COLLATE \"C\" > ")
+                .push_bind(after.clone());
+        }
+        // Byte order, as the embedded model's map sorts.
+        sql.push(" ORDER BY id COLLATE \"C\" LIMIT ")
+            .push_bind(fetch_limit(q.limit));
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        let mut items = rows
+            .iter()
+            .map(MachineView::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > q.limit {
+            items.truncate(q.limit);
+            items.last().map(|m| m.machine_id.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
     }
 
     async fn has_reached(&self, model: Model, position: Position) -> Result<bool, ServiceError> {

@@ -1,8 +1,8 @@
 //! Embedded mode's read model: every query answered from state folded in process.
 //!
 //! One worker task reads the partition logs of the (in-memory) store from the model's
-//! checkpoint and folds jobs and workflows into ordered maps, keeping the pending queue
-//! as a sorted set. Nothing persists: a restart begins empty, like the store under it.
+//! checkpoint and folds jobs, workflows and machines into ordered maps, keeping the pending
+//! queue as a sorted set. Nothing persists: a restart begins empty, like the store under it.
 //! Each entity keeps its last applied version, so an event seen twice changes nothing.
 
 use std::cmp::Reverse;
@@ -13,12 +13,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsource_domain::job::{Job, JobEvent, JobStatus};
+use jobsource_domain::machine::MachineEvent;
 use jobsource_domain::workflow::{Workflow, WorkflowEvent};
 use jobsource_eventstore::typed::from_envelope;
 use jobsource_eventstore::{Cursor, EventStore, Offset, Position, RecordedEvent};
 use tokio::sync::{watch, RwLock};
 use uuid::Uuid;
 
+use super::machine_view::{MachineEntry, MachineQuery, MachineView};
 use super::view::{JobTimes, WorkflowView};
 use super::{
     JobQuery, JobStats, JobView, Model, Page, PendingEntry, ProjectionStatus, ReadSide,
@@ -43,6 +45,7 @@ struct State {
     jobs: BTreeMap<Uuid, (Job, JobTimes)>,
     workflows: BTreeMap<Uuid, WorkflowEntry>,
     pending: BTreeSet<(Reverse<u8>, Uuid)>,
+    machines: BTreeMap<String, MachineEntry>,
     last_error: Option<String>,
 }
 
@@ -54,6 +57,7 @@ impl State {
             jobs: BTreeMap::new(),
             workflows: BTreeMap::new(),
             pending: BTreeSet::new(),
+            machines: BTreeMap::new(),
             last_error: None,
         }
     }
@@ -79,6 +83,15 @@ impl State {
                         }
                     }
                 }
+                Err(err) => self.decode_failed(e, &err.to_string()),
+            }
+        } else if env.stream.starts_with("machine-") {
+            match from_envelope::<MachineEvent>(env) {
+                Ok(event) => self
+                    .machines
+                    .entry(event.machine_id().to_owned())
+                    .or_default()
+                    .apply(&event, env.version, env.occurred_at),
                 Err(err) => self.decode_failed(e, &err.to_string()),
             }
         }
@@ -265,6 +278,12 @@ impl ReadSide for MemoryReadModel {
             .jobs
             .range((start, std::ops::Bound::Unbounded))
             .filter_map(|(_, (job, times))| JobView::from_state(job, times))
+            // List pages come from PostgreSQL in full mode, which keeps no queue times.
+            .map(|j| JobView {
+                available_at: None,
+                lease_expires_at: None,
+                ..j
+            })
             .filter(|j| q.status.as_deref().is_none_or(|s| s == j.status))
             .filter(|j| q.job_type.as_deref().is_none_or(|t| t == j.job_type))
             .filter(|j| q.workflow_id.is_none_or(|w| Some(w) == j.workflow_id))
@@ -330,6 +349,38 @@ impl ReadSide for MemoryReadModel {
                 .or_default() += 1;
         }
         Ok(stats)
+    }
+
+    async fn machine(&self, id: &str) -> Result<Option<MachineView>, ServiceError> {
+        Ok(self
+            .state
+            .read()
+            .await
+            .machines
+            .get(id)
+            .and_then(MachineEntry::view))
+    }
+
+    async fn machines(&self, q: &MachineQuery) -> Result<Page<MachineView>, ServiceError> {
+        let state = self.state.read().await;
+        let start = q
+            .after
+            .clone()
+            .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let mut items: Vec<MachineView> = state
+            .machines
+            .range((start, std::ops::Bound::Unbounded))
+            .filter_map(|(_, m)| m.view())
+            .filter(|m| q.status.as_deref().is_none_or(|s| s == m.status))
+            .take(q.limit + 1)
+            .collect();
+        let next_cursor = if items.len() > q.limit {
+            items.truncate(q.limit);
+            items.last().map(|m| m.machine_id.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
     }
 
     async fn pending(

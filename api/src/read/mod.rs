@@ -9,6 +9,7 @@
 
 mod archive_page;
 pub mod full;
+pub mod machine_view;
 pub mod memory;
 pub mod view;
 
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 use jobsource_eventstore::{Offset, Position};
 use uuid::Uuid;
 
+pub use machine_view::{MachineQuery, MachineView, WorkerView};
 pub use view::{
     JobQuery, JobStats, JobView, Page, ProjectionStatus, StepView, WorkflowQuery, WorkflowStats,
     WorkflowView,
@@ -29,9 +31,9 @@ use crate::service::ServiceError;
 /// Which read model a query is served from (for read-your-writes waits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Model {
-    /// Job and workflow lookups and the pending queue (`redis` projection).
+    /// Job, workflow and machine lookups and the pending queue (`redis` projection).
     Hot,
-    /// Lists and stats (`postgres` projection).
+    /// Lists and stats, the machine list included (`postgres` projection).
     Lists,
 }
 
@@ -91,6 +93,12 @@ pub trait ReadSide: Send + Sync + 'static {
         after: Option<PendingEntry>,
         limit: usize,
     ) -> Result<Vec<PendingEntry>, ServiceError>;
+
+    /// One machine (hot model; `last_heartbeat_at` is the time of its last own event).
+    async fn machine(&self, id: &str) -> Result<Option<MachineView>, ServiceError>;
+
+    /// A page of machines ordered by id, filtered by status.
+    async fn machines(&self, query: &MachineQuery) -> Result<Page<MachineView>, ServiceError>;
 
     /// Whether `model` has applied the event at `position` (and everything before it in
     /// that partition).

@@ -9,6 +9,9 @@
 pub mod claims;
 mod error;
 pub mod events;
+pub mod leases;
+pub mod machines;
+pub mod queue;
 
 pub use error::ServiceError;
 
@@ -19,14 +22,15 @@ use jobsource_domain::workflow::{CreateWorkflow, Workflow, WorkflowCommand};
 use jobsource_domain::{job_stream, workflow_stream, Aggregate, DomainError};
 use jobsource_eventstore::typed::{from_envelope, to_new_event, EventPayload};
 use jobsource_eventstore::{
-    AppendRequest, AppendResult, EventStore, ExpectedVersion, Idempotency, Position, RecordedEvent,
-    StoreError, StreamLocks,
+    AppendRequest, AppendResult, EventStore, ExpectedVersion, Idempotency, Position, QueueOp,
+    RecordedEvent, StoreError, StreamLocks,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::catalog::Catalog;
+use queue::{QueueConfig, QueueHooks};
 
 /// Conflict retries before giving up with [`ServiceError::Contention`].
 const CONFLICT_RETRIES: usize = 8;
@@ -87,6 +91,11 @@ pub struct Service {
     store: Arc<dyn EventStore>,
     locks: StreamLocks,
     catalog: Option<Arc<Catalog>>,
+    queue: QueueConfig,
+    /// Woken when this process makes a job claimable (waiting claims retry at once).
+    ready: tokio::sync::Notify,
+    /// Where the next claim starts looking (round robin over partitions).
+    next_partition: std::sync::atomic::AtomicU32,
 }
 
 impl Service {
@@ -96,7 +105,21 @@ impl Service {
             store,
             locks: StreamLocks::default(),
             catalog,
+            queue: QueueConfig::default(),
+            ready: tokio::sync::Notify::new(),
+            next_partition: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    /// The same service with these job queue settings.
+    pub fn with_queue_config(mut self, config: QueueConfig) -> Self {
+        self.queue = config;
+        self
+    }
+
+    /// The job queue settings.
+    pub fn queue_config(&self) -> &QueueConfig {
+        &self.queue
     }
 
     /// The event store.
@@ -257,7 +280,10 @@ impl Service {
         Ok(self.store.read_stream_all(stream).await?)
     }
 
-    async fn load<A>(&self, stream: &str) -> Result<(A, Vec<RecordedEvent>), ServiceError>
+    pub(crate) async fn load<A>(
+        &self,
+        stream: &str,
+    ) -> Result<(A, Vec<RecordedEvent>), ServiceError>
     where
         A: Aggregate,
         A::Event: EventPayload,
@@ -272,7 +298,7 @@ impl Service {
         Ok((state, history))
     }
 
-    async fn execute<A>(
+    pub(crate) async fn execute<A>(
         &self,
         stream: &str,
         command: A::Command,
@@ -280,7 +306,7 @@ impl Service {
         ctx: &CommandContext,
     ) -> Result<Outcome<A>, ServiceError>
     where
-        A: Aggregate,
+        A: Aggregate + QueueHooks,
         A::Event: EventPayload,
     {
         let _guard = self.locks.lock(stream).await;
@@ -307,7 +333,9 @@ impl Service {
                     });
                 }
             }
-            let events = state.decide(&command)?;
+            let prepared = state.prepare(&command, &self.queue);
+            let command = prepared.as_ref().unwrap_or(&command);
+            let events = state.decide(command)?;
             if events.is_empty() {
                 let version = state.version();
                 return Ok(Outcome {
@@ -335,7 +363,9 @@ impl Service {
                 ExpectedVersion::Exact(state.version())
             };
             let event_ids: Vec<Uuid> = new_events.iter().map(|e| e.event_id).collect();
-            let mut request = AppendRequest::new(stream, expected, new_events);
+            let ops = state.queue_ops(command, &events, &self.queue);
+            let makes_ready = ops.iter().any(|o| matches!(o, QueueOp::Ready { .. }));
+            let mut request = AppendRequest::new(stream, expected, new_events).with_queue(ops);
             request.idempotency = ctx.idempotency.clone();
             let started = std::time::Instant::now();
             let appended = self.store.append(request).await;
@@ -346,6 +376,9 @@ impl Service {
                     return self.replayed(stream, &result).await;
                 }
                 Ok(result) => {
+                    if makes_ready {
+                        self.ready.notify_one();
+                    }
                     for e in &events {
                         metrics::counter!(crate::metrics::EVENTS_APPENDED, "type" => e.event_type())
                             .increment(1);

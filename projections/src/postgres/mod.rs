@@ -1,17 +1,20 @@
-//! The `postgres` projection: `jobs`, `workflows` and `workflow_steps` rows.
+//! The `postgres` projection: `jobs`, `workflows`, `workflow_steps` and `machines` rows.
 //!
 //! Jobs (the bulk of the log) are folded per batch: all events of one job in a batch become
-//! one row, and all rows one `UNNEST` upsert ([`jobs`]). Workflow events (a few per
+//! one row, and all rows one `UNNEST` upsert ([`jobs`]); machines are folded per batch
+//! the same way ([`machines`]). Workflow events (a few per
 //! workflow) are one guarded statement each: inserts use `ON CONFLICT DO NOTHING`, updates
 //! carry `WHERE version < <event version>`. Either way an event already applied (a
 //! re-delivery, a replay from an earlier offset) changes nothing, and every write shares
 //! the batch's transaction with the checkpoint.
 
 mod jobs;
+mod machines;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsource_domain::job::JobEvent;
+use jobsource_domain::machine::MachineEvent;
 use jobsource_domain::workflow::WorkflowEvent;
 use jobsource_eventstore::typed::from_envelope;
 use jobsource_eventstore::RecordedEvent;
@@ -37,6 +40,7 @@ impl PgProjection for PostgresReadModel {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         let mut job_changes = Vec::with_capacity(events.len());
+        let mut machine_changes = Vec::new();
         for e in events {
             let env = &e.envelope;
             let bad = |err: jobsource_eventstore::DecodeError| ProjectionError::Apply {
@@ -50,10 +54,18 @@ impl PgProjection for PostgresReadModel {
                     position: e.position.to_string(),
                     at: env.occurred_at,
                 });
+            } else if env.stream.starts_with("machine-") {
+                machine_changes.push(machines::MachineChange {
+                    event: from_envelope::<MachineEvent>(env).map_err(bad)?,
+                    version: env.version as i64,
+                    position: e.position.to_string(),
+                    at: env.occurred_at,
+                });
             }
         }
         // Jobs and workflows are independent rows, so jobs can go first as one write.
         jobs::apply(tx, job_changes).await?;
+        machines::apply(tx, machine_changes).await?;
         for e in events {
             let env = &e.envelope;
             if !env.stream.starts_with("workflow-") {

@@ -4,6 +4,8 @@ pub mod admin;
 pub mod dto;
 pub mod events;
 pub mod jobs;
+pub mod machine_dto;
+pub mod machines;
 pub mod webhooks;
 pub mod workers;
 pub mod workflows;
@@ -32,12 +34,17 @@ pub fn routes() -> Router<AppState> {
         .route("/jobs/{id}/complete", post(jobs::complete))
         .route("/jobs/{id}/fail", post(jobs::fail))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/jobs/{id}/heartbeat", post(jobs::heartbeat))
         .route("/workers/{worker_id}/claim", post(workers::claim))
         .route("/workflows", post(workflows::create).get(workflows::list))
         .route("/workflows/stats", get(workflows::stats))
         .route("/workflows/{id}", get(workflows::get))
         .route("/workflows/{id}/events", get(workflows::events))
         .route("/workflows/{id}/cancel", post(workflows::cancel))
+        .route("/machines", post(machines::register).get(machines::list))
+        .route("/machines/{id}", get(machines::get))
+        .route("/machines/{id}/heartbeat", post(machines::heartbeat))
+        .route("/machines/{id}/events", get(machines::events))
         .route("/events", get(events::page))
         .route("/projections", get(admin::projections))
         .route("/projections/{name}/rebuild", post(admin::rebuild))
