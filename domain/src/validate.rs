@@ -50,6 +50,34 @@ pub fn is_http_url(url: &str) -> bool {
     matches!(rest, Some(r) if !r.is_empty() && !r.contains(char::is_whitespace))
 }
 
+/// Most capabilities a job may require.
+pub const MAX_CAPABILITIES: usize = 32;
+
+/// The pattern a capability name matches (no `,` or `|`: the queue index joins them).
+pub const CAPABILITY_PATTERN: &str = "[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}";
+
+/// Whether `c` is a capability name: [`CAPABILITY_PATTERN`].
+pub fn is_valid_capability(c: &str) -> bool {
+    let b = c.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b[1..]
+            .iter()
+            .all(|x| x.is_ascii_alphanumeric() || matches!(x, b'.' | b'_' | b':' | b'/' | b'-'))
+}
+
+/// Largest GPU memory (GB) a job may require or a worker may offer.
+pub const MAX_GPU_MEMORY: f64 = 10_000.0;
+
+/// What [`is_valid_gpu_memory`] checks, as a message.
+pub const GPU_MEMORY_RULE: &str = "gpu_memory must be a number of GB between 0 and 10000";
+
+/// Whether `g` is a GPU memory size in GB: finite, `0..=10000`.
+pub fn is_valid_gpu_memory(g: f64) -> bool {
+    g.is_finite() && (0.0..=MAX_GPU_MEMORY).contains(&g)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,32 +117,4 @@ mod tests {
         assert!(!is_http_url("https://"));
         assert!(!is_http_url("https://a b"));
     }
-}
-
-/// Most capabilities a job may require.
-pub const MAX_CAPABILITIES: usize = 32;
-
-/// The pattern a capability name matches (no `,` or `|`: the queue index joins them).
-pub const CAPABILITY_PATTERN: &str = "[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}";
-
-/// Whether `c` is a capability name: [`CAPABILITY_PATTERN`].
-pub fn is_valid_capability(c: &str) -> bool {
-    let b = c.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && b[0].is_ascii_alphanumeric()
-        && b[1..]
-            .iter()
-            .all(|x| x.is_ascii_alphanumeric() || matches!(x, b'.' | b'_' | b':' | b'/' | b'-'))
-}
-
-/// Largest GPU memory (GB) a job may require or a worker may offer.
-pub const MAX_GPU_MEMORY: f64 = 10_000.0;
-
-/// What [`is_valid_gpu_memory`] checks, as a message.
-pub const GPU_MEMORY_RULE: &str = "gpu_memory must be a number of GB between 0 and 10000";
-
-/// Whether `g` is a GPU memory size in GB: finite, `0..=10000`.
-pub fn is_valid_gpu_memory(g: f64) -> bool {
-    g.is_finite() && (0.0..=MAX_GPU_MEMORY).contains(&g)
 }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 fn assign() -> JobCommand {
     JobCommand::Assign(AssignJob {
+        lease_expires_at: None,
         worker_id: "w1".into(),
         machine_id: "m1".into(),
     })
@@ -59,11 +60,13 @@ async fn lifecycles_become_rows_and_replay_changes_nothing() {
             submit(done),
             assign(),
             JobCommand::ReportProgress(ReportProgress {
+                worker_id: None,
                 progress: 40,
                 stage: Some("render".into()),
                 message: None,
             }),
             JobCommand::Complete(CompleteJob {
+                worker_id: None,
                 result: json!({"url": "x"}),
                 duration_ms: Some(5),
             }),
@@ -72,6 +75,8 @@ async fn lifecycles_become_rows_and_replay_changes_nothing() {
     .await;
     let fail = || {
         JobCommand::Fail(FailJob {
+            retry_at: None,
+            worker_id: None,
             error: JobError {
                 code: "OOM".into(),
                 message: "out of memory".into(),

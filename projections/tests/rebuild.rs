@@ -23,6 +23,7 @@ async fn job_lifecycle(store: &dyn EventStore, assign: bool) {
     })];
     if assign {
         commands.push(JobCommand::Assign(AssignJob {
+            lease_expires_at: None,
             worker_id: "w".into(),
             machine_id: "m".into(),
         }));

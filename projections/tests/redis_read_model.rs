@@ -30,6 +30,7 @@ fn submit(id: Uuid, priority: u8, depends_on: Vec<Uuid>) -> JobCommand {
 
 fn assign() -> JobCommand {
     JobCommand::Assign(AssignJob {
+        lease_expires_at: None,
         worker_id: "w".into(),
         machine_id: "m".into(),
     })
@@ -92,6 +93,7 @@ async fn seed_keys_from_lifecycles_and_replay_changes_nothing() {
             submit(done, 50, vec![]),
             assign(),
             JobCommand::Complete(CompleteJob {
+                worker_id: None,
                 result: serde_json::json!({"ok": 1}),
                 duration_ms: None,
             }),
@@ -100,6 +102,8 @@ async fn seed_keys_from_lifecycles_and_replay_changes_nothing() {
     .await;
     let fail = || {
         JobCommand::Fail(FailJob {
+            retry_at: None,
+            worker_id: None,
             error: JobError {
                 code: "E".into(),
                 message: "boom".into(),
@@ -205,6 +209,7 @@ async fn overlapping_replay_of_partly_applied_entities_matches_a_fresh_build() {
     let ids: Vec<Uuid> = (0..6).map(|_| Uuid::now_v7()).collect();
     for (i, id) in ids.iter().enumerate() {
         let complete = JobCommand::Complete(CompleteJob {
+            worker_id: None,
             result: serde_json::json!({"done": true}),
             duration_ms: None,
         });

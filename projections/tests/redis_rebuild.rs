@@ -22,12 +22,14 @@ async fn lifecycle(store: &dyn EventStore, steps: usize) -> Uuid {
     })];
     if steps > 1 {
         commands.push(JobCommand::Assign(AssignJob {
+            lease_expires_at: None,
             worker_id: "w".into(),
             machine_id: "m".into(),
         }));
     }
     if steps > 2 {
         commands.push(JobCommand::Complete(CompleteJob {
+            worker_id: None,
             result: serde_json::json!({"ok": true}),
             duration_ms: None,
         }));

@@ -316,7 +316,9 @@ async fn failure_and_cancellation_cascade() {
 
 #[tokio::test]
 async fn claims_priority_fifo_capabilities_and_no_double_assignment() {
-    let app = spawn_app("e2e_claims").await;
+    // One partition: strict priority order (across partitions claims go round robin;
+    // tests/tests/job_queue.rs checks that bound).
+    let app = jobsource_tests::app::spawn_app_config("e2e_claims", |c| c.partitions = 1).await;
     let low = app.submit(json!({"type": "upscale", "priority": 5})).await;
     let first = app.submit(json!({"type": "upscale", "priority": 80})).await;
     let second = app.submit(json!({"type": "upscale", "priority": 80})).await;

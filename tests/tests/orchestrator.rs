@@ -103,11 +103,13 @@ async fn workflow_status(service: &Service, id: Uuid) -> WorkflowStatus {
 
 async fn run_job(service: &Service, id: Uuid) {
     let assign = JobCommand::Assign(AssignJob {
+        lease_expires_at: None,
         worker_id: "w".into(),
         machine_id: "m".into(),
     });
     service.job(id, assign, &ctx()).await.expect("assign");
     let complete = JobCommand::Complete(CompleteJob {
+        worker_id: None,
         result: json!({ "ok": id }),
         duration_ms: None,
     });

@@ -238,6 +238,7 @@ fn submit(job_type: &str, priority: u8) -> SubmitJob {
 
 fn assign() -> JobCommand {
     JobCommand::Assign(AssignJob {
+        lease_expires_at: None,
         worker_id: "worker-1".into(),
         machine_id: "machine-1".into(),
     })
@@ -245,6 +246,7 @@ fn assign() -> JobCommand {
 
 fn progress(p: u8, stage: Option<&str>) -> JobCommand {
     JobCommand::ReportProgress(ReportProgress {
+        worker_id: None,
         progress: p,
         stage: stage.map(str::to_owned),
         message: None,
@@ -253,6 +255,8 @@ fn progress(p: u8, stage: Option<&str>) -> JobCommand {
 
 fn fail(retryable: bool) -> JobCommand {
     JobCommand::Fail(FailJob {
+        retry_at: None,
+        worker_id: None,
         error: JobError {
             code: "OOM".into(),
             message: "out of memory".into(),
@@ -324,6 +328,7 @@ async fn jobs_lists_and_stats_match_the_embedded_model() {
     env.job(
         completed,
         JobCommand::Complete(CompleteJob {
+            worker_id: None,
             result: json!({"url": "s3://bucket/out.png", "size": [512, 512]}),
             duration_ms: Some(1200),
         }),
@@ -533,6 +538,7 @@ async fn workflows_match_the_embedded_model() {
     env.job(
         jobs[0],
         JobCommand::Complete(CompleteJob {
+            worker_id: None,
             result: json!({"image": "a.png"}),
             duration_ms: None,
         }),
@@ -580,6 +586,7 @@ async fn workflows_match_the_embedded_model() {
     env.job(
         completed_jobs[0],
         JobCommand::Complete(CompleteJob {
+            worker_id: None,
             result: json!(null),
             duration_ms: None,
         }),

@@ -102,6 +102,7 @@ async fn submit(service: &Service, depends_on: Vec<Uuid>) -> Uuid {
 
 async fn assign(service: &Service, id: Uuid) {
     let command = JobCommand::Assign(AssignJob {
+        lease_expires_at: None,
         worker_id: "w1".into(),
         machine_id: "m1".into(),
     });
@@ -110,6 +111,7 @@ async fn assign(service: &Service, id: Uuid) {
 
 async fn complete(service: &Service, id: Uuid) {
     let command = JobCommand::Complete(CompleteJob {
+        worker_id: None,
         result: json!({ "job": id }),
         duration_ms: Some(5),
     });
@@ -118,6 +120,8 @@ async fn complete(service: &Service, id: Uuid) {
 
 async fn fail(service: &Service, id: Uuid, retryable: bool) {
     let command = JobCommand::Fail(FailJob {
+        retry_at: None,
+        worker_id: None,
         error: JobError {
             code: "boom".into(),
             message: "it broke".into(),

@@ -218,6 +218,7 @@ mod tests {
         use jobsource_domain::job::{AssignJob, JobCommand};
         let assign = || {
             JobCommand::Assign(AssignJob {
+                lease_expires_at: None,
                 worker_id: "w".into(),
                 machine_id: "m".into(),
             })
@@ -228,6 +229,7 @@ mod tests {
                 .job(
                     id,
                     JobCommand::Complete(CompleteJob {
+                        worker_id: None,
                         result: json!({"ok": true}),
                         duration_ms: None,
                     }),
@@ -238,6 +240,8 @@ mod tests {
         }
         let fail = || {
             JobCommand::Fail(FailJob {
+                retry_at: None,
+                worker_id: None,
                 error: JobError {
                     code: "E".into(),
                     message: "boom".into(),

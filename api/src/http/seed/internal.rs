@@ -64,6 +64,7 @@ pub async fn progress(
         Some(p) => p.round() as u8,
     };
     let command = JobCommand::ReportProgress(ReportProgress {
+        worker_id: None,
         progress,
         stage: req.stage,
         message: req.message,
@@ -86,6 +87,7 @@ pub async fn complete(
     SeedJson(req): SeedJson<SeedCompleteRequest>,
 ) -> Result<Json<SeedOk>, SeedError> {
     let command = JobCommand::Complete(CompleteJob {
+        worker_id: None,
         result: req.result,
         duration_ms: req.duration,
     });

@@ -103,6 +103,7 @@ impl Harness {
 
     async fn assign(&self, job: &str) {
         let cmd = JobCommand::Assign(AssignJob {
+            lease_expires_at: None,
             worker_id: "w1".into(),
             machine_id: "m1".into(),
         });

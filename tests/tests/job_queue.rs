@@ -1,0 +1,659 @@
+//! End-to-end: the job queue on `jobsource serve`, on real Redis + PostgreSQL and
+//! embedded (each scenario runs in both modes): lease expiry and reclaim, renewals,
+//! retries exhausted into `LEASE_EXPIRED`, delays and retry backoff, GPU matching,
+//! concurrent claimers, claim order across partitions, two sweepers, offline machines,
+//! long-polling and complete-with-next, and bad input that changes nothing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jobsource_api::serve::ServeConfig;
+use jobsource_api::service::{leases, Service};
+use jobsource_eventstore::{EventStore, RedisStore, StoreConfig};
+use jobsource_tests::app::spawn_app_config;
+use jobsource_tests::{redis_url, Answer, TestApp};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Durable,
+    Embedded,
+}
+
+/// A server in `mode` with fast timers (lease sweep 50 ms, retry backoff 50 ms).
+async fn app(test: &str, mode: Mode, tune: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    spawn_app_config(test, |c| {
+        c.lease_sweep = Duration::from_millis(50);
+        c.queue.retry_backoff = Duration::from_millis(50);
+        if let Mode::Embedded = mode {
+            c.redis_url = None;
+            c.database_url = None;
+        }
+        tune(c);
+    })
+    .await
+}
+
+/// Runs an async scenario `$f(mode)` as one test per mode.
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod durable {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(super::Mode::Durable).await })*
+        }
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() { super::$name(super::Mode::Embedded).await })*
+        }
+    };
+}
+
+both_modes!(
+    an_unrenewed_lease_expires_and_the_job_is_claimed_again,
+    renewals_keep_a_lease_alive,
+    expiries_exhaust_the_retries_into_lease_expired,
+    delays_hold,
+    retry_backoff_holds,
+    gpu_matching,
+    concurrent_claimers_assign_each_job_once,
+    claims_across_partitions_reach_a_higher_priority_job_within_a_round,
+    an_offline_machine_hands_its_jobs_back,
+    long_polls_and_complete_hands_out_the_next_job,
+    bad_input_is_refused_and_changes_nothing,
+);
+
+fn claim_body(caps: &[&str], extra: Value) -> Value {
+    let mut body = json!({"machine_id": "m1", "capabilities": caps});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    body
+}
+
+async fn claim(app: &TestApp, worker: &str, caps: &[&str], extra: Value) -> Answer {
+    app.post(
+        &format!("/v1/workers/{worker}/claim"),
+        claim_body(caps, extra),
+    )
+    .await
+}
+
+fn event_types(a: &Answer) -> Vec<String> {
+    a.body["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no events in {}", a.body))
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn events_of(app: &TestApp, id: &str) -> Vec<String> {
+    let a = app.get(&format!("/v1/jobs/{id}/events")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    event_types(&a)
+}
+
+/// Waits (10 s at most) until job `id`'s history has `n` events of type `kind`.
+async fn until_events(app: &TestApp, id: &str, kind: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let types = events_of(app, id).await;
+        if types.iter().filter(|t| *t == kind).count() >= n {
+            return types;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} never had {n} {kind}: {types:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn count(types: &[String], kind: &str) -> usize {
+    types.iter().filter(|t| *t == kind).count()
+}
+
+/// The job as the store folds it (`as_of_version` far ahead: the whole history).
+async fn folded(app: &TestApp, id: &str) -> Value {
+    let a = app
+        .get(&format!("/v1/jobs/{id}?as_of_version=1000000"))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    a.body
+}
+
+fn fields(a: &Answer) -> Vec<String> {
+    a.body["error"]["details"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(|f| f["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn an_unrenewed_lease_expires_and_the_job_is_claimed_again(mode: Mode) {
+    let app = app("lease_expiry", mode, |_| {}).await;
+    let id = app.submit(json!({"type": "upscale"})).await;
+    let first = claim(&app, "w1", &["upscale"], json!({"lease_seconds": 1})).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.body["job"]["id"], id.as_str());
+    assert!(
+        first.body["job"]["lease_expires_at"].is_string(),
+        "{}",
+        first.body
+    );
+    let types = until_events(&app, &id, "job_lease_expired", 1).await;
+    assert_eq!(
+        &types[..],
+        [
+            "job_submitted",
+            "job_assigned",
+            "job_lease_expired",
+            "job_failed"
+        ]
+    );
+    let job = folded(&app, &id).await;
+    assert_eq!(job["status"], "pending");
+    assert_eq!(job["retry_count"], 1);
+    assert_eq!(job["error"]["code"], "LEASE_EXPIRED");
+    let second = claim(&app, "w2", &["upscale"], json!({"wait_ms": 3000})).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    assert_eq!(second.body["job"]["id"], id.as_str());
+    assert_eq!(second.body["job"]["attempt"], 2);
+    assert_eq!(second.body["job"]["worker_id"], "w2");
+    // Late reports from the expired holder: 409 with the current status.
+    for (route, body) in [
+        ("progress", json!({"progress": 10, "worker_id": "w1"})),
+        ("complete", json!({"result": {}, "worker_id": "w1"})),
+        (
+            "fail",
+            json!({"error": {"code": "X", "message": "x"}, "worker_id": "w1"}),
+        ),
+    ] {
+        let late = app.post(&format!("/v1/jobs/{id}/{route}"), body).await;
+        assert_eq!(late.status, StatusCode::CONFLICT, "{route}: {}", late.body);
+        assert_eq!(late.code(), "INVALID_TRANSITION");
+        assert_eq!(late.body["error"]["current_status"], "assigned");
+    }
+    let hb = app
+        .post(
+            &format!("/v1/jobs/{id}/heartbeat"),
+            json!({"worker_id": "w1"}),
+        )
+        .await;
+    assert_eq!(hb.status, StatusCode::CONFLICT, "{}", hb.body);
+    let done = app
+        .post(
+            &format!("/v1/jobs/{id}/complete"),
+            json!({"result": {"ok": true}, "worker_id": "w2"}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    app.stop().await;
+}
+
+async fn renewals_keep_a_lease_alive(mode: Mode) {
+    let app = app("lease_renewal", mode, |_| {}).await;
+    let id = app.submit(json!({"type": "upscale"})).await;
+    let got = claim(&app, "w1", &["upscale"], json!({"lease_seconds": 1})).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    let mut last = got.body["job"]["lease_expires_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Heartbeats for 2.5 s of a 1 s lease.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let hb = app
+            .post(
+                &format!("/v1/jobs/{id}/heartbeat"),
+                json!({"worker_id": "w1"}),
+            )
+            .await;
+        assert_eq!(hb.status, StatusCode::OK, "{}", hb.body);
+        let deadline = hb.str("lease_expires_at");
+        assert!(deadline > last, "{deadline} after {last}");
+        last = deadline;
+    }
+    // Progress reports renew too.
+    for p in [10, 20, 30, 40, 50] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let a = app
+            .post(
+                &format!("/v1/jobs/{id}/progress"),
+                json!({"progress": p, "worker_id": "w1"}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+    let view = app
+        .eventually(&format!("/v1/jobs/{id}"), |j| j["progress"] == 50)
+        .await;
+    assert_eq!(view["status"], "running");
+    assert!(
+        view["lease_expires_at"].as_str().unwrap() > last.as_str(),
+        "the view shows the renewed deadline: {view}"
+    );
+    let other = app
+        .post(
+            &format!("/v1/jobs/{id}/heartbeat"),
+            json!({"worker_id": "w2"}),
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::CONFLICT, "{}", other.body);
+    assert_eq!(other.body["error"]["current_status"], "running");
+    let types = events_of(&app, &id).await;
+    assert_eq!(count(&types, "job_lease_expired"), 0, "{types:?}");
+    let missing = app
+        .post(
+            &format!("/v1/jobs/{}/heartbeat", uuid::Uuid::now_v7()),
+            json!({"worker_id": "w1"}),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+    app.stop().await;
+}
+
+async fn expiries_exhaust_the_retries_into_lease_expired(mode: Mode) {
+    let app = app("lease_exhaust", mode, |_| {}).await;
+    let id = app
+        .submit(json!({"type": "upscale", "max_retries": 1}))
+        .await;
+    for n in 1..=2 {
+        let got = claim(
+            &app,
+            "w1",
+            &["upscale"],
+            json!({"lease_seconds": 1, "wait_ms": 3000}),
+        )
+        .await;
+        assert_eq!(got.status, StatusCode::OK, "claim {n}: {}", got.body);
+        until_events(&app, &id, "job_lease_expired", n).await;
+    }
+    let job = folded(&app, &id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "LEASE_EXPIRED");
+    assert_eq!(job["retry_count"], 2);
+    let none = claim(&app, "w1", &["upscale"], json!({})).await;
+    assert_eq!(none.status, StatusCode::NO_CONTENT, "{}", none.body);
+    let events = app.get(&format!("/v1/jobs/{id}/events")).await;
+    let last = events.body["events"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["type"], "job_failed");
+    assert_eq!(last["data"]["will_retry"], false);
+    app.stop().await;
+}
+
+async fn delays_hold(mode: Mode) {
+    let app = app("delays", mode, |_| {}).await;
+    let submitted = Instant::now();
+    let id = app
+        .submit(json!({"type": "upscale", "delay_ms": 1500}))
+        .await;
+    let view = app
+        .eventually(&format!("/v1/jobs/{id}"), |j| j["status"] == "pending")
+        .await;
+    assert!(view["available_at"].is_string(), "{view}");
+    let early = claim(&app, "w1", &["upscale"], json!({})).await;
+    assert_eq!(early.status, StatusCode::NO_CONTENT, "{}", early.body);
+    let got = claim(&app, "w1", &["upscale"], json!({"wait_ms": 5000})).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert!(
+        submitted.elapsed() >= Duration::from_millis(1400),
+        "claimed after {:?}",
+        submitted.elapsed()
+    );
+    // run_at works the same.
+    let at = (chrono::Utc::now() + chrono::Duration::milliseconds(1000)).to_rfc3339();
+    let start = Instant::now();
+    let id2 = app.submit(json!({"type": "upscale", "run_at": at})).await;
+    let got = claim(&app, "w1", &["upscale"], json!({"wait_ms": 5000})).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert_eq!(got.body["job"]["id"], id2.as_str());
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    app.stop().await;
+}
+
+async fn retry_backoff_holds(mode: Mode) {
+    let app = app("backoff", mode, |c| {
+        c.queue.retry_backoff = Duration::from_millis(800)
+    })
+    .await;
+    let id = app.submit(json!({"type": "upscale"})).await;
+    let got = claim(&app, "w1", &["upscale"], json!({})).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    let failed_at = Instant::now();
+    let a = app
+        .post(
+            &format!("/v1/jobs/{id}/fail"),
+            json!({"error": {"code": "OOM", "message": "out of memory"}, "worker_id": "w1"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["status"], "pending");
+    let early = claim(&app, "w1", &["upscale"], json!({})).await;
+    assert_eq!(early.status, StatusCode::NO_CONTENT, "{}", early.body);
+    let again = claim(&app, "w1", &["upscale"], json!({"wait_ms": 5000})).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    // Equal jitter: at least half of the 800 ms backoff.
+    assert!(
+        failed_at.elapsed() >= Duration::from_millis(380),
+        "retried after {:?}",
+        failed_at.elapsed()
+    );
+    assert_eq!(again.body["job"]["attempt"], 2);
+    app.stop().await;
+}
+
+async fn gpu_matching(mode: Mode) {
+    let app = app("gpu", mode, |_| {}).await;
+    let big = app
+        .submit(json!({"type": "render", "priority": 90,
+            "requirements": {"capabilities": ["render"], "gpu_memory": 24}}))
+        .await;
+    let plain = app.submit(json!({"type": "render", "priority": 10})).await;
+    // No GPU: only the job without a GPU need.
+    let a = claim(&app, "cpu", &["render"], json!({})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["job"]["id"], plain.as_str());
+    let a = claim(&app, "cpu", &["render"], json!({})).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    // Too small a GPU.
+    let a = claim(&app, "small", &["render"], json!({"gpu_memory": 16})).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    // Missing capability.
+    let a = claim(&app, "other", &["upscale"], json!({"gpu_memory": 48})).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    let a = claim(
+        &app,
+        "big",
+        &["render", "upscale"],
+        json!({"gpu_memory": 24}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["job"]["id"], big.as_str());
+    app.stop().await;
+}
+
+async fn concurrent_claimers_assign_each_job_once(mode: Mode) {
+    let app = Arc::new(app("claimers", mode, |_| {}).await);
+    let mut ids = HashSet::new();
+    let submits = futures::future::join_all((0..1000).map(|i| {
+        let app = app.clone();
+        async move {
+            app.submit(json!({"type": "upscale", "priority": i % 7}))
+                .await
+        }
+    }))
+    .await;
+    ids.extend(submits);
+    let claimed = futures::future::join_all((0..64).map(|w| {
+        let app = app.clone();
+        async move {
+            let mut mine = Vec::new();
+            loop {
+                let a = claim(&app, &format!("w{w}"), &["upscale"], json!({})).await;
+                match a.status {
+                    StatusCode::OK => mine.push(a.body["job"]["id"].as_str().unwrap().to_owned()),
+                    StatusCode::NO_CONTENT => return mine,
+                    other => panic!("claim answered {other}: {}", a.body),
+                }
+            }
+        }
+    }))
+    .await;
+    let all: Vec<String> = claimed.into_iter().flatten().collect();
+    let unique: HashSet<String> = all.iter().cloned().collect();
+    assert_eq!(all.len(), 1000, "every job claimed once");
+    assert_eq!(unique, ids);
+    for id in ids.iter().take(200) {
+        let types = events_of(&app, id).await;
+        assert_eq!(count(&types, "job_assigned"), 1, "{id}: {types:?}");
+    }
+    Arc::try_unwrap(app).ok().expect("last handle").stop().await;
+}
+
+async fn claims_across_partitions_reach_a_higher_priority_job_within_a_round(mode: Mode) {
+    // 4 partitions (the harness default): a high-priority job submitted behind 40
+    // low-priority ones is claimed within about one claim per partition.
+    let app = app("claim_order", mode, |_| {}).await;
+    for _ in 0..40 {
+        app.submit(json!({"type": "upscale", "priority": 1})).await;
+    }
+    let high = app.submit(json!({"type": "upscale", "priority": 99})).await;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let a = claim(&app, "w", &["upscale"], json!({})).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        if a.body["job"]["id"] == high.as_str() {
+            break;
+        }
+    }
+    assert!(n <= 5, "the priority-99 job came only at claim {n}");
+    app.stop().await;
+}
+
+async fn an_offline_machine_hands_its_jobs_back(mode: Mode) {
+    let app = app("offline_machine", mode, |c| {
+        c.machine_timeout = Duration::from_secs(1)
+    })
+    .await;
+    let reg = app
+        .post(
+            "/v1/machines",
+            json!({"machine_id": "gpu-box-1", "capabilities": ["upscale"]}),
+        )
+        .await;
+    assert_eq!(reg.status, StatusCode::CREATED, "{}", reg.body);
+    let id = app.submit(json!({"type": "upscale"})).await;
+    let got = app
+        .post(
+            "/v1/workers/w1/claim",
+            json!({"machine_id": "gpu-box-1", "capabilities": ["upscale"], "lease_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    // No machine heartbeat: offline after ~1 s, and its lease expires at once (not in an hour).
+    let types = until_events(&app, &id, "job_lease_expired", 1).await;
+    assert_eq!(count(&types, "job_lease_expired"), 1, "{types:?}");
+    let job = folded(&app, &id).await;
+    assert_eq!(job["status"], "pending");
+    let events = app.get(&format!("/v1/jobs/{id}/events")).await;
+    let failed = events.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "job_failed")
+        .cloned()
+        .unwrap();
+    assert!(
+        failed["data"]["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("offline"),
+        "{failed}"
+    );
+    let machine = app
+        .eventually("/v1/machines/gpu-box-1", |m| m["status"] == "offline")
+        .await;
+    assert_eq!(machine["status"], "offline");
+    app.stop().await;
+}
+
+async fn long_polls_and_complete_hands_out_the_next_job(mode: Mode) {
+    let app = Arc::new(app("long_poll", mode, |_| {}).await);
+    // A waiting claim gets a job submitted while it waits.
+    let waiter = {
+        let app = app.clone();
+        tokio::spawn(async move { claim(&app, "w1", &["upscale"], json!({"wait_ms": 5000})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let first = app.submit(json!({"type": "upscale"})).await;
+    let started = Instant::now();
+    let got = waiter.await.expect("waiter");
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert_eq!(got.body["job"]["id"], first.as_str());
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Complete with next: the next job comes back in the same answer.
+    let second = app.submit(json!({"type": "upscale"})).await;
+    let done = app
+        .post(
+            &format!("/v1/jobs/{first}/complete"),
+            json!({"result": {"ok": true}, "worker_id": "w1",
+                "next": {"machine_id": "m1", "capabilities": ["upscale"]}}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(done.body["status"], "completed");
+    assert_eq!(done.body["next"]["job"]["id"], second.as_str());
+    assert_eq!(done.body["next"]["job"]["worker_id"], "w1");
+    let done = app
+        .post(
+            &format!("/v1/jobs/{second}/complete"),
+            json!({"result": {"ok": true}, "worker_id": "w1",
+                "next": {"machine_id": "m1", "capabilities": ["upscale"]}}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.body["next"].is_null(), "{}", done.body);
+    // `next` needs the worker.
+    let third = app.submit(json!({"type": "upscale"})).await;
+    let a = claim(&app, "w1", &["upscale"], json!({})).await;
+    assert_eq!(a.body["job"]["id"], third.as_str());
+    let bad = app
+        .post(
+            &format!("/v1/jobs/{third}/complete"),
+            json!({"result": {}, "next": {"machine_id": "m1"}}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert_eq!(fields(&bad), ["worker_id"]);
+    assert_eq!(folded(&app, &third).await["status"], "assigned");
+    Arc::try_unwrap(app).ok().expect("last handle").stop().await;
+}
+
+async fn bad_input_is_refused_and_changes_nothing(mode: Mode) {
+    let app = app("queue_bad_input", mode, |_| {}).await;
+    for (body, field) in [
+        (json!({"type": "upscale", "delay_ms": -1}), "delay_ms"),
+        (
+            json!({"type": "upscale", "delay_ms": 40_000_000_000_i64}),
+            "delay_ms",
+        ),
+        (json!({"type": "upscale", "run_at": "tomorrow"}), "run_at"),
+        (
+            json!({"type": "upscale", "run_at": "2999-01-01T00:00:00Z"}),
+            "run_at",
+        ),
+        (
+            json!({"type": "upscale", "delay_ms": 5, "run_at": "2026-01-01T00:00:00Z"}),
+            "run_at",
+        ),
+        (
+            json!({"type": "upscale", "requirements": {"capabilities": ["a"], "gpu_memory": -2}}),
+            "requirements.gpu_memory",
+        ),
+    ] {
+        let a = app.post("/v1/jobs", body.clone()).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            a.body
+        );
+        assert!(fields(&a).contains(&field.to_owned()), "{body}: {}", a.body);
+    }
+    let id = app.submit(json!({"type": "upscale"})).await;
+    for (extra, field) in [
+        (json!({"lease_seconds": 0}), "lease_seconds"),
+        (json!({"lease_seconds": 86401}), "lease_seconds"),
+        (json!({"lease_seconds": -5}), "lease_seconds"),
+        (json!({"gpu_memory": -1}), "gpu_memory"),
+        (json!({"gpu_memory": 20000}), "gpu_memory"),
+        (json!({"wait_ms": 30001}), "wait_ms"),
+    ] {
+        let a = claim(&app, "w1", &["upscale"], extra.clone()).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{extra}: {}",
+            a.body
+        );
+        assert_eq!(fields(&a), [field], "{extra}: {}", a.body);
+    }
+    let a = app
+        .post(
+            &format!("/v1/jobs/{id}/assign"),
+            json!({"worker_id": "w", "machine_id": "m", "lease_seconds": 0}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+    let a = app
+        .post(
+            &format!("/v1/jobs/{id}/heartbeat"),
+            json!({"worker_id": ""}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.body);
+    let a = app
+        .post(
+            &format!("/v1/jobs/{id}/heartbeat"),
+            json!({"worker_id": "w1"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "not assigned: {}", a.body);
+    assert_eq!(a.body["error"]["current_status"], "pending");
+    assert_eq!(events_of(&app, &id).await, ["job_submitted"]);
+    // The job is still claimable after all of that.
+    let a = claim(&app, "w1", &["upscale"], json!({})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    app.stop().await;
+}
+
+/// Two instances sweeping the same store at once: each expired lease expires once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sweepers_expire_each_lease_once() {
+    // The app's own sweeper is slowed down so the two below race each other.
+    let app = app("two_sweepers", Mode::Durable, |c| {
+        c.lease_sweep = Duration::from_secs(3600)
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(app.submit(json!({"type": "upscale"})).await);
+    }
+    for _ in 0..20 {
+        let a = claim(&app, "w1", &["upscale"], json!({"lease_seconds": 1})).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let instance = || async {
+        let store = RedisStore::connect(
+            &redis_url(),
+            StoreConfig {
+                prefix: app.prefix.clone(),
+                partitions: 4,
+                ..StoreConfig::default()
+            },
+        )
+        .await
+        .expect("store");
+        Arc::new(Service::new(Arc::new(store) as Arc<dyn EventStore>, None))
+    };
+    let (a, b) = (instance().await, instance().await);
+    let (ea, eb) = tokio::join!(leases::sweep(&a), leases::sweep(&b));
+    let (ea, eb) = (ea.expect("sweep a"), eb.expect("sweep b"));
+    assert_eq!(ea + eb, 20, "each lease expired once ({ea} + {eb})");
+    for id in &ids {
+        let types = events_of(&app, id).await;
+        assert_eq!(count(&types, "job_lease_expired"), 1, "{id}: {types:?}");
+    }
+    // A third sweep finds nothing.
+    assert_eq!(leases::sweep(&a).await.expect("sweep"), 0);
+    app.stop().await;
+}
