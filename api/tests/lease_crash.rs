@@ -37,7 +37,11 @@ impl Serve {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = client.get(format!("{}/health/ready", serve.base)).send().await {
+            if let Ok(r) = client
+                .get(format!("{}/health/ready", serve.base))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
                     return serve;
                 }
@@ -85,7 +89,11 @@ async fn expiries(base: &str, id: &str) -> usize {
         .expect("json");
     body["events"]
         .as_array()
-        .map(|a| a.iter().filter(|e| e["type"] == "job_lease_expired").count())
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["type"] == "job_lease_expired")
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -137,7 +145,11 @@ async fn kill9_then_restart_expires_once_and_two_processes_expire_once() {
     let second = Serve::start(&prefix, &db.url).await;
     let mut ids = Vec::new();
     for i in 0..10 {
-        let base = if i % 2 == 0 { &restarted.base } else { &second.base };
+        let base = if i % 2 == 0 {
+            &restarted.base
+        } else {
+            &second.base
+        };
         ids.push(submit_and_claim(base, 1).await);
     }
     tokio::time::sleep(Duration::from_millis(2500)).await;

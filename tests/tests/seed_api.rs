@@ -420,7 +420,8 @@ async fn job_statistics_count_the_redis_queue_structures() {
                 app,
                 "POST",
                 "/v1/workers/w1/claim",
-                Some(json!({"machine_id": "m1", "capabilities": caps})),
+                // The catalog gives the seed's types GPU memory needs: a big-GPU worker.
+                Some(json!({"machine_id": "m1", "capabilities": caps, "gpu_memory": 80})),
             )
             .await;
             assert_eq!(c.status, StatusCode::OK, "{}", c.body);

@@ -208,7 +208,7 @@ async fn claim_once(
     };
     if try_first {
         if let Some(got) = store.claim(start, &spec).await? {
-            return finish(got).map(Some);
+            return finish(service, got).map(Some);
         }
     }
     let hint = store.ready_hint(now).await?;
@@ -218,13 +218,13 @@ async fn claim_once(
             continue;
         }
         if let Some(got) = store.claim(p, &spec).await? {
-            return finish(got).map(Some);
+            return finish(service, got).map(Some);
         }
     }
     Ok(None)
 }
 
-fn finish(got: jobsource_eventstore::Claimed) -> Result<Claimed, ServiceError> {
+fn finish(service: &Service, got: jobsource_eventstore::Claimed) -> Result<Claimed, ServiceError> {
     let mut state = Job::default();
     for e in &got.history {
         let event: JobEvent = from_envelope(&e.envelope)
@@ -232,6 +232,8 @@ fn finish(got: jobsource_eventstore::Claimed) -> Result<Claimed, ServiceError> {
         state.apply(&event);
     }
     metrics::counter!(crate::metrics::EVENTS_APPENDED, "type" => "job_assigned").increment(1);
+    // The worker's next report on this job is decided without reading its history.
+    service.states.put(&got.stream, state.clone());
     Ok(Claimed {
         state,
         history: got.history,

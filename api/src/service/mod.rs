@@ -6,6 +6,7 @@
 //! (another process won the race) is retried against the new state; with it, a stale
 //! version is the client's 409.
 
+mod cache;
 pub mod claims;
 mod error;
 pub mod events;
@@ -96,6 +97,8 @@ pub struct Service {
     ready: tokio::sync::Notify,
     /// Where the next claim starts looking (round robin over partitions).
     next_partition: std::sync::atomic::AtomicU32,
+    /// Folded states of recently commanded streams (decisions without a history read).
+    states: cache::StateCache,
 }
 
 impl Service {
@@ -108,6 +111,7 @@ impl Service {
             queue: QueueConfig::default(),
             ready: tokio::sync::Notify::new(),
             next_partition: std::sync::atomic::AtomicU32::new(0),
+            states: cache::StateCache::default(),
         }
     }
 
@@ -306,7 +310,7 @@ impl Service {
         ctx: &CommandContext,
     ) -> Result<Outcome<A>, ServiceError>
     where
-        A: Aggregate + QueueHooks,
+        A: Aggregate + QueueHooks + Send + Sync + 'static,
         A::Event: EventPayload,
     {
         let _guard = self.locks.lock(stream).await;
@@ -316,16 +320,27 @@ impl Service {
                 return self.replayed(stream, &prev).await;
             }
         }
+        let mut use_cache = true;
         for _ in 0..CONFLICT_RETRIES {
-            let (state, _) = if creates {
+            let cached = if use_cache && !creates {
+                self.states.get::<A>(stream)
+            } else {
+                None
+            };
+            let from_cache = cached.is_some();
+            let state = match cached {
+                Some(state) => state,
                 // A creation is decided against "no stream"; the store's NoStream check
                 // turns an existing stream into AlreadyExists below.
-                (A::default(), Vec::new())
-            } else {
-                self.load::<A>(stream).await?
+                None if creates => A::default(),
+                None => self.load::<A>(stream).await?.0,
             };
             if let Some(expected) = ctx.expected_version {
                 if expected != state.version() {
+                    if from_cache {
+                        use_cache = false;
+                        continue;
+                    }
                     return Err(ServiceError::VersionConflict {
                         kind: A::KIND,
                         expected,
@@ -335,7 +350,21 @@ impl Service {
             }
             let prepared = state.prepare(&command, &self.queue);
             let command = prepared.as_ref().unwrap_or(&command);
-            let events = state.decide(command)?;
+            let events = match state.decide(command) {
+                Ok(events) => events,
+                // The cached state may be behind the store: decide again on a fresh fold.
+                Err(_) if from_cache => {
+                    self.states.forget(stream);
+                    use_cache = false;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if events.is_empty() && from_cache {
+                // "Nothing to do" is only an answer when the state is the store's.
+                use_cache = false;
+                continue;
+            }
             if events.is_empty() {
                 let version = state.version();
                 return Ok(Outcome {
@@ -387,6 +416,7 @@ impl Service {
                     for e in &events {
                         state.apply(e);
                     }
+                    self.states.put(stream, state.clone());
                     return Ok(Outcome {
                         state,
                         version: result.last_version,
@@ -397,6 +427,12 @@ impl Service {
                 }
                 Err(StoreError::Conflict { actual, .. }) => {
                     metrics::counter!(crate::metrics::APPEND_CONFLICTS).increment(1);
+                    self.states.forget(stream);
+                    if from_cache {
+                        // Our cached state was behind, not the client's.
+                        use_cache = false;
+                        continue;
+                    }
                     if creates {
                         return Err(DomainError::AlreadyExists { kind: A::KIND }.into());
                     }

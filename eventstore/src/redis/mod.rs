@@ -31,7 +31,9 @@ use crate::store::{EventStore, EventStream};
 const APPEND_LUA: &str = include_str!("append.lua");
 const READ_STREAM_LUA: &str = include_str!("read_stream.lua");
 /// Layout version recorded in `<prefix>:meta`, so a future layout change can be detected.
-const LAYOUT: &str = "2";
+/// 3: the queue index (`q:*` keys) kept by the append; a layout-2 store's pending jobs are
+/// not in it, so such a store is refused rather than silently never claimed.
+const LAYOUT: &str = "3";
 
 /// Whether the Redis server persists with AOF (checked at connect).
 #[derive(Debug, Clone, PartialEq, Eq)]
