@@ -657,3 +657,39 @@ async fn two_sweepers_expire_each_lease_once() {
     assert_eq!(leases::sweep(&a).await.expect("sweep"), 0);
     app.stop().await;
 }
+
+/// 32 claims waiting at once, then 32 jobs: every waiter gets one (each submission wakes a
+/// waiter; none is left waiting while a job is ready).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_waiting_claim_gets_a_job_submitted_while_it_waits() {
+    let app = Arc::new(app("many_waiters", Mode::Embedded, |_| {}).await);
+    let waiters: Vec<_> = (0..32)
+        .map(|w| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let a = claim(
+                    &app,
+                    &format!("w{w}"),
+                    &["upscale"],
+                    json!({"wait_ms": 20000}),
+                )
+                .await;
+                (a.status, started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..32 {
+        app.submit(json!({"type": "upscale"})).await;
+    }
+    for w in waiters {
+        let (status, took) = w.await.expect("waiter");
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            took < Duration::from_secs(20),
+            "answered before its wait ran out"
+        );
+    }
+    Arc::try_unwrap(app).ok().expect("last handle").stop().await;
+}

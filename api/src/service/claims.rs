@@ -269,3 +269,62 @@ mod tests {
         assert_eq!(env.data["lease_expires_at"], "2027-01-15T08:00:01Z");
     }
 }
+
+#[cfg(test)]
+mod wake_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use jobsource_domain::job::SubmitJob;
+    use jobsource_eventstore::{EventStore, MemoryStore, StoreConfig};
+
+    use super::*;
+
+    /// Paused time: the clock moves only when every task waits on a timer, so a waiter
+    /// woken by the submission (not by its 100 ms poll) answers at the same instant.
+    #[tokio::test(start_paused = true)]
+    async fn a_submission_wakes_a_waiting_claim_at_once() {
+        let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
+        let service = Arc::new(Service::new(store, None));
+        let waiters: Vec<_> = (0..32)
+            .map(|_| {
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let claim = Claim {
+                        worker_id: "w".into(),
+                        machine_id: "m".into(),
+                        capabilities: vec!["upscale".into()],
+                        wait_ms: Some(20_000),
+                        ..Claim::default()
+                    };
+                    let got = super::claim(&service, &claim, &CommandContext::new()).await;
+                    (got.map(|g| g.is_some()), tokio::time::Instant::now())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let submitted = tokio::time::Instant::now();
+        for _ in 0..32 {
+            service
+                .submit_job(
+                    SubmitJob {
+                        job_type: "upscale".into(),
+                        ..SubmitJob::default()
+                    },
+                    &CommandContext::new(),
+                )
+                .await
+                .expect("submit");
+        }
+        for waiter in waiters {
+            let (got, at) = waiter.await.expect("waiter");
+            assert!(got.expect("claim"), "the waiter got the job");
+            // Woken by the submission, not by the 100 ms poll (generous: a loaded CI box).
+            assert!(
+                at.duration_since(submitted) < Duration::from_millis(10),
+                "{:?}",
+                at.duration_since(submitted)
+            );
+        }
+    }
+}
