@@ -171,7 +171,7 @@ impl Orchestrator {
     /// Records that a workflow step started (re-assignments after a retry change nothing).
     async fn on_job_assigned(&self, cause: &Cause<'_>) -> Result<(), ServiceError> {
         let job_id = decode::<JobEvent>(cause.event)?.job_id();
-        let job = self.service.load_job(job_id).await?;
+        let job = self.service.job_definition(job_id).await?;
         let Some((workflow, step_index)) = self.step_of(&job).await? else {
             return Ok(());
         };
@@ -199,7 +199,7 @@ impl Orchestrator {
                 "job_completed payload decoded as another event".into(),
             ));
         };
-        let job = self.service.load_job(job_id).await?;
+        let job = self.service.job_definition(job_id).await?;
         if let Some((workflow, step_index)) = self.step_of(&job).await? {
             let request = serde_json::to_vec(&(step_index, job_id, &result))
                 .map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -245,7 +245,7 @@ impl Orchestrator {
         if will_retry {
             return Ok(());
         }
-        let job = self.service.load_job(job_id).await?;
+        let job = self.service.job_definition(job_id).await?;
         let Some((workflow, step_index)) = self.step_of(&job).await? else {
             return Ok(());
         };

@@ -274,6 +274,17 @@ impl Service {
         Ok(self.load::<Job>(&job_stream(id)).await?.0)
     }
 
+    /// Job `id` for its definition only (type, workflow, step, dependencies, webhook, which
+    /// never change after submission): the state cached by this process's last command on
+    /// it when there is one, else the fold. Its status may be behind; use [`Service::load_job`]
+    /// for anything that depends on it.
+    pub async fn job_definition(&self, id: Uuid) -> Result<Job, ServiceError> {
+        match self.states.get::<Job>(&job_stream(id)) {
+            Some(job) => Ok(job),
+            None => self.load_job(id).await,
+        }
+    }
+
     /// Folds workflow `id` from its history.
     pub async fn load_workflow(&self, id: Uuid) -> Result<Workflow, ServiceError> {
         Ok(self.load::<Workflow>(&workflow_stream(id)).await?.0)
