@@ -46,6 +46,8 @@ enum BenchCommand {
     Append(bench::append::AppendArgs),
     /// POST /v1/jobs load over HTTP: requests/s, latency and read-model visibility.
     Commands(bench::commands::CommandsArgs),
+    /// Job lifecycles over HTTP (submit, claim, progress, complete): jobs/s, latency, exactly-once.
+    Lifecycle(bench::lifecycle::LifecycleArgs),
     /// Rebuild a projection over a store filled by `bench append --keep`.
     Rebuild(bench::rebuild::RebuildArgs),
 }
@@ -92,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
             BenchCommand::Append(args) => bench::append::run(args).await,
             BenchCommand::Rebuild(args) => bench::rebuild::run(args).await,
             BenchCommand::Commands(args) => bench::commands::run(args).await,
+            BenchCommand::Lifecycle(args) => bench::lifecycle::run(args).await,
         },
     }
 }

@@ -3,6 +3,7 @@
 pub mod append;
 pub mod ceiling;
 pub mod commands;
+pub mod lifecycle;
 pub mod rebuild;
 pub mod report;
 
