@@ -369,18 +369,21 @@ fn next_command(stream: &str, version: u64, events_per_job: u64, pad: &str) -> J
             ..Default::default()
         }),
         1 => JobCommand::Assign(jobsource_domain::job::AssignJob {
+            lease_expires_at: None,
             worker_id: "bench-worker".into(),
             machine_id: format!("machine-{pad}"),
         }),
         v if v < events_per_job - 1 => {
             let step = v - 1; // 1..=progress_steps
             JobCommand::ReportProgress(jobsource_domain::job::ReportProgress {
+                worker_id: None,
                 progress: (step * 99 / progress_steps.max(1)) as u8,
                 stage: Some("render".into()),
                 message: Some(pad.to_owned()),
             })
         }
         _ => JobCommand::Complete(jobsource_domain::job::CompleteJob {
+            worker_id: None,
             result: json!({ "output": pad }),
             duration_ms: Some(1234),
         }),

@@ -63,9 +63,11 @@ pub struct LifecycleArgs {
     /// `wait_ms` of the claims (long poll when nothing is ready).
     #[arg(long, default_value_t = 1000)]
     pub wait_ms: u64,
-    /// `wait_ms` of the complete's `next` claim (default: `--wait-ms`).
-    #[arg(long)]
-    pub next_wait_ms: Option<u64>,
+    /// `wait_ms` of the complete's `next` claim. Default 0: like BullMQ's fetch-next, the
+    /// complete answers at once (a `null` next is followed by a long-polling claim), so a
+    /// job's completion is never held back by the wait for the next one.
+    #[arg(long, default_value_t = 0)]
+    pub next_wait_ms: u64,
     /// A running server to load instead of starting one (e.g. http://127.0.0.1:8080).
     #[arg(long)]
     pub url: Option<String>,
@@ -616,7 +618,7 @@ async fn workload(args: &LifecycleArgs, base: &str, mode: &str) -> anyhow::Resul
         jobs: args.jobs,
         no_next: args.no_next,
         wait_ms: args.wait_ms,
-        next_wait_ms: args.next_wait_ms.unwrap_or(args.wait_ms),
+        next_wait_ms: args.next_wait_ms,
         deadline: Instant::now() + Duration::from_secs_f64(args.timeout.max(0.0)),
         next_submit: AtomicU64::new(0),
         submitted: AtomicU64::new(0),
