@@ -533,6 +533,15 @@ async fn long_polls_and_complete_hands_out_the_next_job(mode: Mode) {
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
     assert_eq!(fields(&bad), ["worker_id"]);
+    let bad = app
+        .post(
+            &format!("/v1/jobs/{third}/complete"),
+            json!({"result": {}, "worker_id": "w1",
+                "next": {"machine_id": "m1", "lease_seconds": 0}}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert_eq!(fields(&bad), ["next.lease_seconds"]);
     assert_eq!(folded(&app, &third).await["status"], "assigned");
     Arc::try_unwrap(app).ok().expect("last handle").stop().await;
 }

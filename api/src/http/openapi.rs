@@ -64,7 +64,7 @@ impl Modify for Security {
         dto::SubmitJobRequest, dto::RequirementsBody, dto::AssignRequest, dto::ProgressRequest,
         dto::CompleteRequest, dto::FailRequest, dto::JobErrorBody, dto::CancelRequest,
         dto::ClaimRequest, dto::StepRequest, dto::CreateWorkflowRequest,
-        dto::NextClaim, dto::JobHeartbeatRequest, dto::JobHeartbeatResponse,
+        dto::JobHeartbeatRequest, dto::JobHeartbeatResponse,
         dto::JobCommandResponse, dto::WorkflowCommandResponse, dto::ClaimResponse,
         dto::EventView, dto::StreamEvents, dto::EventPageResponse, dto::RebuildRequest,
         dto::RebuildResponse, dto::ProjectionsResponse,

@@ -229,32 +229,10 @@ pub struct CompleteRequest {
     /// The reporting worker: when given, it must hold the job (else 409).
     #[serde(default)]
     pub worker_id: Option<String>,
-    /// Claim the worker's next job in the same call (needs `worker_id`).
+    /// Claim the worker's next job in the same call (needs `worker_id`); the claim body
+    /// of `POST /v1/workers/{worker_id}/claim`, answered in `next`.
     #[serde(default)]
-    pub next: Option<NextClaim>,
-}
-
-/// A claim made by a complete or fail call for the same worker, answered in `next`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NextClaim {
-    /// Machine the worker runs on.
-    pub machine_id: String,
-    /// What the worker can run.
-    #[serde(default)]
-    pub capabilities: Vec<String>,
-    /// GPU memory the worker offers, in GB (0..=10000).
-    #[serde(default)]
-    #[schema(minimum = 0, maximum = 10000)]
-    pub gpu_memory: Option<f64>,
-    /// Lease length, 1..=86400.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 86400)]
-    pub lease_seconds: Option<i64>,
-    /// Long-poll for the next job up to this long (0..=30000 ms).
-    #[serde(default)]
-    #[schema(minimum = 0, maximum = 30000)]
-    pub wait_ms: Option<i64>,
+    pub next: Option<ClaimRequest>,
 }
 
 impl From<CompleteRequest> for CompleteJob {
@@ -289,9 +267,10 @@ pub struct FailRequest {
     /// The reporting worker: when given, it must hold the job (else 409).
     #[serde(default)]
     pub worker_id: Option<String>,
-    /// Claim the worker's next job in the same call (needs `worker_id`).
+    /// Claim the worker's next job in the same call (needs `worker_id`); the claim body
+    /// of `POST /v1/workers/{worker_id}/claim`, answered in `next`.
     #[serde(default)]
-    pub next: Option<NextClaim>,
+    pub next: Option<ClaimRequest>,
 }
 
 fn yes() -> bool {

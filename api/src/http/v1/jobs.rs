@@ -158,7 +158,10 @@ pub async fn complete(
 }
 
 /// Validates a report's `next` (it needs the reporting `worker_id`) into a claim.
-fn next_claim(worker_id: Option<&str>, next: Option<NextClaim>) -> Result<Option<Claim>, ApiError> {
+fn next_claim(
+    worker_id: Option<&str>,
+    next: Option<ClaimRequest>,
+) -> Result<Option<Claim>, ApiError> {
     let Some(n) = next else { return Ok(None) };
     let Some(worker_id) = worker_id else {
         return Err(ServiceError::validation("worker_id", "required with next").into());

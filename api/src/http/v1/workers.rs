@@ -47,12 +47,10 @@ pub async fn claim(
 }
 
 /// The service's claim from a claim body (negative numbers: 422 naming the field).
-pub fn to_claim(worker_id: String, body: ClaimRequest) -> Result<Claim, ApiError> {
-    let non_negative = |field: &str, v: Option<i64>| -> Result<Option<u64>, ApiError> {
+pub fn to_claim(worker_id: String, body: ClaimRequest) -> Result<Claim, ServiceError> {
+    let non_negative = |field: &str, v: Option<i64>| -> Result<Option<u64>, ServiceError> {
         v.map(|n| {
-            u64::try_from(n).map_err(|_| {
-                ApiError::from(ServiceError::validation(field, "must not be negative"))
-            })
+            u64::try_from(n).map_err(|_| ServiceError::validation(field, "must not be negative"))
         })
         .transpose()
     };
