@@ -62,6 +62,7 @@ both_modes!(
     an_offline_machine_hands_its_jobs_back,
     long_polls_and_complete_hands_out_the_next_job,
     bad_input_is_refused_and_changes_nothing,
+    a_seed_workers_report_claims_a_pending_job,
 );
 
 fn claim_body(caps: &[&str], extra: Value) -> Value {
@@ -701,4 +702,91 @@ async fn every_waiting_claim_gets_a_job_submitted_while_it_waits() {
         );
     }
     Arc::try_unwrap(app).ok().expect("last handle").stop().await;
+}
+
+async fn a_seed_workers_report_claims_a_pending_job(mode: Mode) {
+    let app = app("seed_worker_claim", mode, |_| {}).await;
+    let id = app.submit(json!({"type": "upscale"})).await;
+    let report = app
+        .post(
+            &format!("/api/internal/jobs/{id}/progress"),
+            json!({"progress": 10, "worker_id": "sw1", "machine_id": "sm1"}),
+        )
+        .await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.body);
+    assert_eq!(report.body, json!({"success": true}));
+    let job = folded(&app, &id).await;
+    assert_eq!(
+        (&job["status"], &job["worker_id"], &job["attempt"]),
+        (&json!("running"), &json!("sw1"), &json!(1))
+    );
+    let events = app.get(&format!("/v1/jobs/{id}/events")).await;
+    let list = events.body["events"].as_array().unwrap();
+    assert_eq!(
+        event_types(&events),
+        ["job_submitted", "job_assigned", "job_progress"]
+    );
+    assert_eq!(list[1]["data"]["worker_id"], "sw1");
+    assert!(list[1]["data"]["lease_expires_at"].is_string());
+    // It is held: not claimable, another seed worker is refused in the seed's shape.
+    let none = claim(&app, "native", &["upscale"], json!({})).await;
+    assert_eq!(none.status, StatusCode::NO_CONTENT, "{}", none.body);
+    let other = app
+        .post(
+            &format!("/api/internal/jobs/{id}/progress"),
+            json!({"progress": 20, "worker_id": "sw2", "machine_id": "sm2"}),
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::CONFLICT, "{}", other.body);
+    assert_eq!(other.body["success"], false);
+    assert_eq!(other.body["error"]["code"], "INVALID_TRANSITION");
+    let hb = app
+        .post(
+            &format!("/v1/jobs/{id}/heartbeat"),
+            json!({"worker_id": "sw1"}),
+        )
+        .await;
+    assert_eq!(
+        hb.status,
+        StatusCode::OK,
+        "the claim has a lease: {}",
+        hb.body
+    );
+    let done = app
+        .post(
+            &format!("/api/internal/jobs/{id}/complete"),
+            json!({"result": {"ok": true}, "duration": 45.5, "worker_id": "sw1", "machine_id": "sm1"}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let events = app.get(&format!("/v1/jobs/{id}/events")).await;
+    let last = events.body["events"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(last["type"], "job_completed");
+    assert_eq!(last["data"]["duration_ms"], 46);
+    // A completion report on a pending job claims and completes it in one append.
+    let second = app.submit(json!({"type": "upscale"})).await;
+    let done = app
+        .post(
+            &format!("/api/internal/jobs/{second}/complete"),
+            json!({"result": {}, "worker_id": "sw3", "machine_id": "sm3"}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(
+        events_of(&app, &second).await,
+        ["job_submitted", "job_assigned", "job_completed"]
+    );
+    let bad = app
+        .post(
+            &format!("/api/internal/jobs/{second}/complete"),
+            json!({"result": {}, "duration": -1}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    app.stop().await;
 }

@@ -166,6 +166,17 @@ impl Service {
             .await
     }
 
+    /// Runs several commands on job `id` as one: decided in order, appended together.
+    pub async fn job_commands(
+        &self,
+        id: Uuid,
+        commands: Vec<JobCommand>,
+        ctx: &CommandContext,
+    ) -> Result<Outcome<Job>, ServiceError> {
+        self.execute_all::<Job>(&job_stream(id), commands, false, ctx)
+            .await
+    }
+
     /// Creates a workflow and submits every step's job before answering, so a client can
     /// read them at once (the orchestrator would submit them too, after a crash here; the
     /// deterministic idempotency keys make the two paths one).
@@ -324,6 +335,22 @@ impl Service {
         A: Aggregate + QueueHooks + Send + Sync + 'static,
         A::Event: EventPayload,
     {
+        self.execute_all(stream, vec![command], creates, ctx).await
+    }
+
+    /// Decides `commands` one after the other on the folded state and appends all their
+    /// events in one atomic append (all or nothing; one version check).
+    pub(crate) async fn execute_all<A>(
+        &self,
+        stream: &str,
+        commands: Vec<A::Command>,
+        creates: bool,
+        ctx: &CommandContext,
+    ) -> Result<Outcome<A>, ServiceError>
+    where
+        A: Aggregate + QueueHooks + Send + Sync + 'static,
+        A::Event: EventPayload,
+    {
         let _guard = self.locks.lock(stream).await;
         if let Some(idem) = &ctx.idempotency {
             if let Some(prev) = self.store.recall(stream, idem).await? {
@@ -359,10 +386,8 @@ impl Service {
                     });
                 }
             }
-            let prepared = state.prepare(&command, &self.queue);
-            let command = prepared.as_ref().unwrap_or(&command);
-            let events = match state.decide(command) {
-                Ok(events) => events,
+            let (events, ops) = match decide_all(&state, &commands, &self.queue) {
+                Ok(decided) => decided,
                 // The cached state may be behind the store: decide again on a fresh fold.
                 Err(_) if from_cache => {
                     self.states.forget(stream);
@@ -403,7 +428,6 @@ impl Service {
                 ExpectedVersion::Exact(state.version())
             };
             let event_ids: Vec<Uuid> = new_events.iter().map(|e| e.event_id).collect();
-            let ops = state.queue_ops(command, &events, &self.queue);
             let makes_ready = ops.iter().any(|o| matches!(o, QueueOp::Ready { .. }));
             let mut request = AppendRequest::new(stream, expected, new_events).with_queue(ops);
             request.idempotency = ctx.idempotency.clone();
@@ -492,6 +516,29 @@ impl Service {
             event_ids,
         })
     }
+}
+
+/// Decides `commands` in order, each on the state the previous ones' events left, with the
+/// queue index changes of each.
+fn decide_all<A: Aggregate + QueueHooks>(
+    state: &A,
+    commands: &[A::Command],
+    config: &QueueConfig,
+) -> Result<(Vec<A::Event>, Vec<QueueOp>), DomainError> {
+    let mut scratch = state.clone();
+    let mut events = Vec::new();
+    let mut ops = Vec::new();
+    for command in commands {
+        let prepared = scratch.prepare(command, config);
+        let command = prepared.as_ref().unwrap_or(command);
+        let decided = scratch.decide(command)?;
+        ops.extend(scratch.queue_ops(command, &decided, config));
+        for e in &decided {
+            scratch.apply(e);
+        }
+        events.extend(decided);
+    }
+    Ok((events, ops))
 }
 
 /// The job id of step `index` of workflow `workflow_id`: a UUID v7 sharing the

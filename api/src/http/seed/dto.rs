@@ -120,10 +120,11 @@ pub struct SeedProgressRequest {
     /// Message.
     #[serde(default)]
     pub message: Option<String>,
-    /// Sent by seed workers; accepted and not checked (the assignment is authoritative).
+    /// The reporting worker: with `machine_id`, a report on a pending job claims it for
+    /// this worker; on a job another worker holds it is refused (409).
     #[serde(default)]
     pub worker_id: Option<String>,
-    /// Sent by seed workers; accepted and not checked.
+    /// The reporting worker's machine.
     #[serde(default)]
     pub machine_id: Option<String>,
 }
@@ -140,13 +141,15 @@ pub struct SeedCompleteRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub result: Value,
-    /// Run time in milliseconds (the seed's default was 0).
+    /// Run time in milliseconds (the seed's default was 0); fractions are rounded.
     #[serde(default)]
-    pub duration: Option<u64>,
-    /// Sent by seed workers; accepted and not checked.
+    #[schema(minimum = 0)]
+    pub duration: Option<f64>,
+    /// The reporting worker: with `machine_id`, a report on a pending job claims it for
+    /// this worker; on a job another worker holds it is refused (409).
     #[serde(default)]
     pub worker_id: Option<String>,
-    /// Sent by seed workers; accepted and not checked.
+    /// The reporting worker's machine.
     #[serde(default)]
     pub machine_id: Option<String>,
 }

@@ -1,9 +1,15 @@
 //! `/api/internal/jobs`: the seed's worker callbacks (progress and completion), onto the
 //! same `ReportProgress` / `CompleteJob` commands as `/v1/jobs/{id}/progress|complete`.
+//!
+//! Seed workers took jobs from the queue themselves and then reported: a report naming
+//! `worker_id` and `machine_id` on a pending job claims it for that worker, the assignment
+//! and the report in one append (one version check, so a concurrent claim by another
+//! worker makes exactly one of them win). A report from a worker on a job another worker
+//! holds is a seed-shaped 409.
 
 use axum::extract::State;
 use axum::Json;
-use jobsource_domain::job::{CompleteJob, JobCommand, ReportProgress};
+use jobsource_domain::job::{AssignJob, CompleteJob, JobCommand, ReportProgress};
 use jobsource_domain::DomainError;
 
 use super::dto::{SeedCompleteRequest, SeedOk, SeedProgressRequest};
@@ -13,23 +19,47 @@ use super::visible;
 use crate::http::AppState;
 use crate::service::{CommandContext, ServiceError};
 
-/// Runs a worker's command on job `id` and waits until the read model shows it.
+/// Runs a worker's report on job `id` (claiming a pending job for the named worker first)
+/// and waits until the read model shows it.
 async fn run<R: SeedRequest>(
     state: &AppState,
     id: &SeedId,
     command: JobCommand,
+    worker: Option<(String, String)>,
     ctx: &CommandContext,
 ) -> Result<Json<SeedOk>, SeedError> {
     let uuid = id.uuid().ok_or_else(|| SeedError::job_not_found(&id.0))?;
-    let outcome = state
-        .service()
-        .job(uuid, command, ctx)
-        .await
-        .map_err(|e| match e {
-            ServiceError::Domain(DomainError::NotFound { .. }) => SeedError::job_not_found(&id.0),
-            // A job that is not assigned or running: 409 `INVALID_TRANSITION` as on /v1.
-            other => SeedError::from_service(other, R::FAILED_CODE, R::SUBJECT),
-        })?;
+    let service = state.service();
+    let claimed = match worker {
+        Some((worker_id, machine_id)) => {
+            let assign = JobCommand::Assign(AssignJob {
+                worker_id,
+                machine_id,
+                lease_expires_at: None,
+            });
+            match service
+                .job_commands(uuid, vec![assign, command.clone()], ctx)
+                .await
+            {
+                // Not pending: the report goes alone (and must come from the holder).
+                Err(ServiceError::Domain(DomainError::InvalidTransition {
+                    command: "assign",
+                    ..
+                })) => None,
+                other => Some(other),
+            }
+        }
+        None => None,
+    };
+    let result = match claimed {
+        Some(result) => result,
+        None => service.job(uuid, command, ctx).await,
+    };
+    let outcome = result.map_err(|e| match e {
+        ServiceError::Domain(DomainError::NotFound { .. }) => SeedError::job_not_found(&id.0),
+        // A job that is not assigned or running: 409 `INVALID_TRANSITION` as on /v1.
+        other => SeedError::from_service(other, R::FAILED_CODE, R::SUBJECT),
+    })?;
     visible(state, outcome.position).await;
     Ok(Json(SeedOk { success: true }))
 }
@@ -64,12 +94,13 @@ pub async fn progress(
         Some(p) => p.round() as u8,
     };
     let command = JobCommand::ReportProgress(ReportProgress {
-        worker_id: None,
+        worker_id: req.worker_id.clone(),
         progress,
         stage: req.stage,
         message: req.message,
     });
-    run::<SeedProgressRequest>(&state, &id, command, &ctx).await
+    let worker = req.worker_id.zip(req.machine_id);
+    run::<SeedProgressRequest>(&state, &id, command, worker, &ctx).await
 }
 
 /// Worker completion report (seed internal API).
@@ -86,10 +117,23 @@ pub async fn complete(
     SeedContext(ctx): SeedContext,
     SeedJson(req): SeedJson<SeedCompleteRequest>,
 ) -> Result<Json<SeedOk>, SeedError> {
+    let duration_ms = match req.duration {
+        Some(d) if !d.is_finite() || d < 0.0 => {
+            return Err(SeedError::validation(
+                SeedCompleteRequest::FAILED_CODE,
+                SeedCompleteRequest::SUBJECT,
+                "duration: must be a non-negative number",
+            ))
+        }
+        // Fractions (the seed's tests send 45.5) are rounded to whole milliseconds.
+        Some(d) => Some(d.round() as u64),
+        None => None,
+    };
     let command = JobCommand::Complete(CompleteJob {
-        worker_id: None,
+        worker_id: req.worker_id.clone(),
         result: req.result,
-        duration_ms: req.duration,
+        duration_ms,
     });
-    run::<SeedCompleteRequest>(&state, &id, command, &ctx).await
+    let worker = req.worker_id.zip(req.machine_id);
+    run::<SeedCompleteRequest>(&state, &id, command, worker, &ctx).await
 }
