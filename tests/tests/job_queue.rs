@@ -63,6 +63,7 @@ both_modes!(
     long_polls_and_complete_hands_out_the_next_job,
     bad_input_is_refused_and_changes_nothing,
     a_seed_workers_report_claims_a_pending_job,
+    lookups_right_after_creates_never_answer_404,
 );
 
 fn claim_body(caps: &[&str], extra: Value) -> Value {
@@ -788,5 +789,45 @@ async fn a_seed_workers_report_claims_a_pending_job(mode: Mode) {
         )
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    app.stop().await;
+}
+
+/// Read-your-writes lookups: the read model lags the log, so a lookup it cannot answer yet
+/// folds the streams; a created entity is never a 404.
+async fn lookups_right_after_creates_never_answer_404(mode: Mode) {
+    let app = app("lookups_after_create", mode, |_| {}).await;
+    for _ in 0..50 {
+        let id = app.submit(json!({"type": "upscale"})).await;
+        let a = app.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(a.body["status"], "pending");
+    }
+    for _ in 0..10 {
+        let w = app
+            .post(
+                "/v1/workflows",
+                json!({"name": "w", "steps": [{"type": "upscale"}, {"type": "upscale", "depends_on": [0]}]}),
+            )
+            .await;
+        assert_eq!(w.status, StatusCode::CREATED, "{}", w.body);
+        let wf = app
+            .get(&format!("/v1/workflows/{}", w.str("workflow_id")))
+            .await;
+        assert_eq!(wf.status, StatusCode::OK, "{}", wf.body);
+        assert_eq!(
+            wf.body["steps"].as_array().map(Vec::len),
+            Some(2),
+            "{}",
+            wf.body
+        );
+        for job in w.body["job_ids"].as_array().unwrap() {
+            let a = app
+                .get(&format!("/v1/jobs/{}", job.as_str().unwrap()))
+                .await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        }
+    }
+    let missing = app.get(&format!("/v1/jobs/{}", uuid::Uuid::now_v7())).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
     app.stop().await;
 }

@@ -8,6 +8,7 @@
 //! and [`wait_for`] holds the query until the model has passed it.
 
 mod archive_page;
+pub mod fold;
 pub mod full;
 pub mod machine_view;
 pub mod memory;

@@ -317,12 +317,13 @@ pub async fn get(
             .map(Json)
             .ok_or_else(|| ApiError::job_not_found(id));
     }
-    read_your_writes(&state, &headers, q.min_position.as_deref(), Model::Hot).await?;
-    let mut view = state
-        .read()
-        .job(id)
-        .await?
-        .ok_or_else(|| ApiError::job_not_found(id))?;
+    let reached = read_your_writes(&state, &headers, q.min_position.as_deref(), Model::Hot).await?;
+    let view = match state.read().job(id).await? {
+        Some(view) if reached => Some(view),
+        // Not seen yet, or behind the client's position: fold the stream.
+        _ => crate::read::fold::job(state.service(), id).await?,
+    };
+    let mut view = view.ok_or_else(|| ApiError::job_not_found(id))?;
     if view.lease_expires_at.is_some() {
         // The read model holds the assignment's first deadline; renewals live in the
         // store's lease index.

@@ -91,12 +91,13 @@ pub async fn get(
     QueryParams(q): QueryParams<MinPositionParams>,
     headers: HeaderMap,
 ) -> Result<Json<WorkflowView>, ApiError> {
-    read_your_writes(&state, &headers, q.min_position.as_deref(), Model::Hot).await?;
-    state
-        .read()
-        .workflow(id)
-        .await?
-        .map(Json)
+    let reached = read_your_writes(&state, &headers, q.min_position.as_deref(), Model::Hot).await?;
+    let view = match state.read().workflow(id).await? {
+        Some(view) if reached => Some(view),
+        // Not seen yet, or behind the client's position: fold the streams.
+        _ => crate::read::fold::workflow(state.service(), id).await?,
+    };
+    view.map(Json)
         .ok_or_else(|| ApiError::workflow_not_found(id))
 }
 
