@@ -239,7 +239,7 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
     let ok = [bearer, api_key]
         .into_iter()
         .flatten()
-        .any(|k| keys.iter().any(|known| known == k));
+        .fold(false, |ok, k| ok | known_key(keys, k));
     if ok {
         next.run(req).await
     } else if req.uri().path().starts_with("/api/") {
@@ -247,6 +247,36 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
         seed::unauthorized()
     } else {
         ApiError::Unauthorized.into_response()
+    }
+}
+
+/// Whether `given` is one of `keys`, in time that does not depend on where they differ:
+/// both sides are hashed (equal lengths), compared with a XOR fold, and every key is
+/// checked (no early exit that would tell which prefix matched).
+fn known_key(keys: &[String], given: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let given = Sha256::digest(given.as_bytes());
+    keys.iter().fold(false, |found, known| {
+        let known = Sha256::digest(known.as_bytes());
+        let diff = known
+            .iter()
+            .zip(given.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        found | (diff == 0)
+    })
+}
+
+#[cfg(test)]
+mod key_tests {
+    #[test]
+    fn api_keys_match_exactly() {
+        let keys = vec!["s3cret".to_owned(), "other-key".to_owned()];
+        assert!(super::known_key(&keys, "s3cret"));
+        assert!(super::known_key(&keys, "other-key"));
+        assert!(!super::known_key(&keys, "s3cre"));
+        assert!(!super::known_key(&keys, "s3cret "));
+        assert!(!super::known_key(&keys, ""));
+        assert!(!super::known_key(&[], "s3cret"));
     }
 }
 
