@@ -281,6 +281,15 @@ async fn delivery_where(app: &TestApp, url: &str, done: impl Fn(&Value) -> bool)
     }
 }
 
+/// An ISO-8601 UTC time with milliseconds (JavaScript's `toISOString()`).
+fn assert_iso(v: &Value) {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a time: {v}"));
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(s).is_ok() && s.ends_with('Z') && s.len() == 24,
+        "{s}"
+    );
+}
+
 fn check_signature(hit: &Hit) {
     let header = hit.header("x-jobsource-signature");
     let (t, v1) = header
@@ -344,6 +353,18 @@ async fn signed_payloads_for_every_delivered_event_type() {
         assert_eq!(hit.header("x-jobsource-attempt"), "1");
         assert_eq!(body["event"]["type"], body["type"]);
         assert!(body["event"]["event_id"].is_string() && body["event"]["version"].is_u64());
+        // The seed's webhook body beside jobsource's (one superset).
+        assert_eq!(body["event_type"], body["type"]);
+        assert!(
+            body["status"] == "completed" || body["status"] == "failed",
+            "{body}"
+        );
+        assert_iso(&body["completed_at"]);
+        assert!(body["duration"].is_u64(), "{body}");
+        assert_eq!(
+            body["metadata"]["correlation_id"],
+            body["event"]["correlation_id"]
+        );
     }
 
     let job = by_path["/done"].json();
@@ -351,12 +372,23 @@ async fn signed_payloads_for_every_delivered_event_type() {
     assert_eq!(job["job_id"], done.as_str());
     assert_eq!(job["event"]["stream"], format!("job-{done}"));
     assert_eq!(job["event"]["data"]["result"]["url"], "s3://out");
+    assert_eq!(job["status"], "completed");
+    assert_eq!(job["result"], json!({"url": "s3://out"}));
+    assert_eq!(job["metadata"]["worker_id"], "w");
+    assert_eq!(job["metadata"]["machine_id"], "m");
 
     let failed = by_path["/failed"].json();
     assert_eq!(failed["type"], "job_failed");
     assert_eq!(failed["job_id"], failing.as_str());
     assert_eq!(failed["event"]["data"]["will_retry"], false);
     assert_eq!(failed["event"]["data"]["retry_count"], 2);
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"], json!({"code": "E", "message": "boom"}));
+    assert_eq!(failed["retry_count"], 2);
+    assert_iso(&failed["failed_at"]);
+    assert!(failed["result"].is_null());
+    assert_eq!(failed["metadata"]["worker_id"], "w");
+    assert_eq!(failed["metadata"]["machine_id"], "m");
 
     let completed = by_path["/wf-ok"].json();
     assert_eq!(completed["type"], "workflow_completed");
@@ -366,12 +398,37 @@ async fn signed_payloads_for_every_delivered_event_type() {
     assert!(steps.iter().all(|s| s["status"] == "completed"));
     assert_eq!(steps[1]["step_index"], 1);
     assert!(steps[0]["result"]["step"].is_string());
+    assert_eq!(completed["status"], "completed");
+    assert_eq!(completed["name"], "hooked");
+    assert_eq!(completed["total_steps"], 2);
+    assert_eq!(completed["success_count"], 2);
+    assert_eq!(completed["failed_count"], 0);
+    for step in steps {
+        assert!(
+            step["job_id"].is_string() && step["error"].is_null(),
+            "{step}"
+        );
+        assert_iso(&step["completed_at"]);
+    }
 
     let wf_fail = by_path["/wf-failed"].json();
     assert_eq!(wf_fail["type"], "workflow_failed");
     assert_eq!(wf_fail["workflow_id"], wf_failed.as_str());
     assert_eq!(wf_fail["failed_step"], 0);
     assert!(wf_fail["error"].is_object(), "{wf_fail}");
+    assert_eq!(wf_fail["status"], "failed");
+    assert_eq!(wf_fail["name"], "hooked");
+    assert_eq!(wf_fail["total_steps"], 2);
+    assert_eq!(wf_fail["success_count"], 0);
+    assert_eq!(wf_fail["failed_count"], 1);
+    assert_iso(&wf_fail["failed_at"]);
+    let steps = wf_fail["step_details"].as_array().unwrap();
+    let status: Vec<&str> = steps
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(status, ["failed", "pending"]);
+    assert_eq!(steps[0]["error"], wf_fail["error"]);
 
     // Every delivery is recorded, delivered at the first attempt.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -752,6 +809,14 @@ async fn embedded_mode_delivers_and_answers_the_endpoints() {
     assert_eq!(hits.len(), 3);
     assert!(hits.iter().all(|h| h.header("x-jobsource-delivery") == did));
     hits.iter().for_each(check_signature);
+    // The embedded enqueuer plans the same superset body.
+    let body = hits[2].json();
+    assert_eq!(body["event_type"], "job_completed");
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["job_id"], id.as_str());
+    assert_eq!(body["metadata"]["worker_id"], "w");
+    assert_eq!(body["metadata"]["machine_id"], "m");
+    assert_iso(&body["completed_at"]);
     let (_, projections) = get("/v1/projections".into()).await;
     assert!(projections["projections"]
         .as_array()

@@ -21,6 +21,14 @@
 //!    last attempt the delivery is dead-lettered, and `POST
 //!    /v1/webhooks/deliveries/{id}/retry` re-queues it.
 //!
+//! The body ([`plan`]) is one superset: jobsource's fields (`delivery_id`, `type`,
+//! `occurred_at`, `position`, the envelope as `event`, ...) beside the seed system's webhook
+//! body (`event_type`, `status`, `result`, `duration`, `completed_at`, `metadata`, ...), so
+//! receivers written for either parse it. It is computed once, when the delivery is
+//! enqueued, stored with the delivery and sent verbatim on every attempt: deliveries
+//! enqueued before the seed fields existed keep (and are sent with) the body they were
+//! enqueued with.
+//!
 //! Delivery is at least once. Receivers deduplicate on the `X-Jobsource-Delivery` header,
 //! which is the same on every attempt and on any redelivery of the same event to the same
 //! url. With `JOBSOURCE_WEBHOOK_SECRET` set, `X-Jobsource-Signature: t=<unix>,v1=<hex>`

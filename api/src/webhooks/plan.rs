@@ -1,19 +1,32 @@
 //! The enqueue step: which events become deliveries, to where, with which body.
 //!
 //! Shared by the full-mode projection and the embedded subscriber. Pure apart from reading
-//! each target stream's first event (its `job_submitted` / `workflow_created`, where the
-//! `webhook_url` is), once per stream and batch.
+//! each target stream's history up to the delivered event (one read per stream and batch):
+//! its creation event (`job_submitted` / `workflow_created`) has the `webhook_url` and the
+//! workflow's `name`, its `job_assigned` the worker and machine, its `workflow_step_*`
+//! events when each step ended.
+//!
+//! The body is one superset of two shapes, so that both kinds of receiver parse it:
+//! jobsource's own (`delivery_id`, `type`, `occurred_at`, `position`, the envelope as
+//! `event`, the aggregate id and the event's fields) and the seed system's webhook service
+//! (`event_type`, `status`, `result`, `duration`, `completed_at`, `metadata{machine_id,
+//! worker_id, correlation_id}`, plus `error`, `retry_count`, `failed_at` of a failed job and
+//! `name`, `total_steps`, `success_count`, `failed_count`, `step_details[]` of a
+//! workflow). See the README's Webhooks section for the table.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use jobsource_domain::job::JobEvent;
-use jobsource_domain::workflow::WorkflowEvent;
+use chrono::{DateTime, Utc};
+use jobsource_domain::job::{JobError, JobEvent};
+use jobsource_domain::workflow::{StepDetail, WorkflowEvent};
 use jobsource_eventstore::typed::from_envelope;
 use jobsource_eventstore::{EventStore, RecordedEvent, StoreError};
 use jobsource_projections::ProjectionError;
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 use super::{delivery_id, NewDelivery};
+use crate::read::view::timestamp;
 
 /// The deliveries `events` (one partition, in log order) call for.
 ///
@@ -24,22 +37,24 @@ pub async fn plan(
     store: &dyn EventStore,
     events: &[RecordedEvent],
 ) -> Result<Vec<NewDelivery>, ProjectionError> {
-    let mut urls: HashMap<String, Option<String>> = HashMap::new();
+    // Per stream: what its history (read up to `.0`, a version) says.
+    let mut facts: HashMap<String, (u64, Facts)> = HashMap::new();
     let mut out = Vec::new();
     for event in events {
-        let Some(extra) = wanted(event)? else {
+        let Some(trigger) = wanted(event)? else {
             continue;
         };
         let env = &event.envelope;
-        let url = match urls.get(&env.stream) {
-            Some(url) => url.clone(),
-            None => {
-                let url = webhook_url(store, event).await?;
-                urls.insert(env.stream.clone(), url.clone());
-                url
-            }
+        let fresh = match facts.get(&env.stream) {
+            Some((read_to, _)) => *read_to < env.version,
+            None => true,
         };
-        let Some(url) = url else {
+        if fresh {
+            let history = history(store, event).await?;
+            facts.insert(env.stream.clone(), (env.version, Facts::of(&history)?));
+        }
+        let facts = &facts[&env.stream].1;
+        let Some(url) = facts.url.clone() else {
             continue;
         };
         let id = delivery_id(env.event_id, env.occurred_at, &url);
@@ -50,24 +65,310 @@ pub async fn plan(
             stream: env.stream.clone(),
             position: event.position.to_string(),
             url,
-            payload: payload(id, event, extra),
+            payload: payload(id, event, trigger, facts),
         });
     }
     Ok(out)
 }
 
-/// The body of a delivery: `delivery_id`, `type`, the aggregate id, `occurred_at`, the
-/// whole envelope as `event`, and the type's extra fields (`step_details` of
-/// `workflow_completed`; `error` and `failed_step` of `workflow_failed`).
-fn payload(id: uuid::Uuid, event: &RecordedEvent, extra: Value) -> Value {
+/// A delivered event, decoded.
+#[derive(Debug)]
+enum Trigger {
+    JobCompleted {
+        job_id: Uuid,
+        result: Value,
+        duration_ms: Option<u64>,
+    },
+    JobFailed {
+        job_id: Uuid,
+        error: JobError,
+        retry_count: u32,
+    },
+    WorkflowCompleted {
+        workflow_id: Uuid,
+        step_details: Vec<StepDetail>,
+        success_count: u32,
+        failed_count: u32,
+    },
+    WorkflowFailed {
+        workflow_id: Uuid,
+        error: Value,
+        failed_step: u32,
+    },
+}
+
+/// How a step ended, from its `workflow_step_completed` / `workflow_step_failed`.
+#[derive(Debug, Clone)]
+struct StepEnd {
+    job_id: Uuid,
+    completed: bool,
+    result: Value,
+    error: Value,
+    at: DateTime<Utc>,
+}
+
+/// What a stream's history (up to the delivered event) tells the body.
+#[derive(Debug, Default)]
+struct Facts {
+    /// Target (blank = none).
+    url: Option<String>,
+    /// When the aggregate was created (its first event).
+    created_at: Option<DateTime<Utc>>,
+    /// Job: worker, machine and time of the last `job_assigned`.
+    worker_id: Option<String>,
+    machine_id: Option<String>,
+    assigned_at: Option<DateTime<Utc>>,
+    /// Workflow: name, step count and step jobs from `workflow_created`.
+    name: Option<String>,
+    total_steps: Option<u32>,
+    job_ids: Vec<Uuid>,
+    /// Workflow: steps started and ended, by index.
+    started: HashSet<u32>,
+    ended: HashMap<u32, StepEnd>,
+}
+
+impl Facts {
+    fn of(history: &[RecordedEvent]) -> Result<Facts, ProjectionError> {
+        let mut facts = Facts::default();
+        let Some(first) = history.first() else {
+            return Ok(facts);
+        };
+        facts.created_at = Some(first.envelope.occurred_at);
+        if !matches!(
+            first.envelope.event_type.as_str(),
+            "job_submitted" | "workflow_created"
+        ) {
+            tracing::warn!(stream = %first.envelope.stream, first = %first.envelope.event_type,
+                "stream does not start with a creation event; no webhook");
+        }
+        for recorded in history {
+            let env = &recorded.envelope;
+            let decode = |e| decode_error(recorded, e);
+            match env.event_type.as_str() {
+                "job_submitted" if env.version == 1 => {
+                    if let JobEvent::JobSubmitted(s) = from_envelope(env).map_err(decode)? {
+                        facts.url = s.webhook_url;
+                    }
+                }
+                "job_assigned" => {
+                    if let JobEvent::JobAssigned {
+                        worker_id,
+                        machine_id,
+                        ..
+                    } = from_envelope(env).map_err(decode)?
+                    {
+                        facts.worker_id = Some(worker_id);
+                        facts.machine_id = Some(machine_id);
+                        facts.assigned_at = Some(env.occurred_at);
+                    }
+                }
+                "workflow_created" if env.version == 1 => {
+                    if let WorkflowEvent::WorkflowCreated(c) = from_envelope(env).map_err(decode)? {
+                        facts.url = c.webhook_url;
+                        facts.name = Some(c.name);
+                        facts.total_steps = Some(c.total_steps);
+                        facts.job_ids = c.job_ids;
+                    }
+                }
+                "workflow_step_started" => {
+                    if let WorkflowEvent::WorkflowStepStarted { step_index, .. } =
+                        from_envelope(env).map_err(decode)?
+                    {
+                        facts.started.insert(step_index);
+                    }
+                }
+                "workflow_step_completed" => {
+                    if let WorkflowEvent::WorkflowStepCompleted {
+                        step_index,
+                        job_id,
+                        result,
+                        ..
+                    } = from_envelope(env).map_err(decode)?
+                    {
+                        facts.ended.insert(
+                            step_index,
+                            StepEnd {
+                                job_id,
+                                completed: true,
+                                result,
+                                error: Value::Null,
+                                at: env.occurred_at,
+                            },
+                        );
+                    }
+                }
+                "workflow_step_failed" => {
+                    if let WorkflowEvent::WorkflowStepFailed {
+                        step_index,
+                        job_id,
+                        error,
+                        ..
+                    } = from_envelope(env).map_err(decode)?
+                    {
+                        facts.ended.insert(
+                            step_index,
+                            StepEnd {
+                                job_id,
+                                completed: false,
+                                result: Value::Null,
+                                error,
+                                at: env.occurred_at,
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        facts.url = facts.url.filter(|u| !u.trim().is_empty());
+        Ok(facts)
+    }
+
+    /// Milliseconds from `since` to `until` (0 when unknown or negative).
+    fn millis(since: Option<DateTime<Utc>>, until: DateTime<Utc>) -> u64 {
+        since.map_or(0, |s| {
+            u64::try_from((until - s).num_milliseconds()).unwrap_or(0)
+        })
+    }
+
+    /// The seed's `metadata` of a job.
+    fn job_metadata(&self, correlation_id: &str) -> Value {
+        json!({
+            "machine_id": self.machine_id,
+            "worker_id": self.worker_id,
+            "correlation_id": correlation_id,
+        })
+    }
+
+    /// A workflow's `step_details` as the seed has them, from the history: every step
+    /// (by `job_ids`), ended ones with their outcome and `completed_at` (when the workflow
+    /// recorded the end), the others `running` (started) or `pending`.
+    fn step_details(&self) -> Vec<Value> {
+        let total = self.total_steps.map_or(self.job_ids.len(), |t| t as usize);
+        (0..total)
+            .map(|i| {
+                let index = i as u32;
+                match self.ended.get(&index) {
+                    Some(end) => json!({
+                        "step_index": index,
+                        "job_id": end.job_id,
+                        "status": if end.completed { "completed" } else { "failed" },
+                        "result": end.result,
+                        "error": end.error,
+                        "completed_at": timestamp(end.at),
+                    }),
+                    None => json!({
+                        "step_index": index,
+                        "job_id": self.job_ids.get(i),
+                        "status": if self.started.contains(&index) { "running" } else { "pending" },
+                        "result": null,
+                        "error": null,
+                        "completed_at": null,
+                    }),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The body of a delivery (see the module doc): jobsource's fields, then the seed's.
+fn payload(id: Uuid, event: &RecordedEvent, trigger: Trigger, facts: &Facts) -> Value {
     let env = &event.envelope;
+    let at = timestamp(env.occurred_at);
     let mut body = json!({
+        // jobsource's own.
         "delivery_id": id,
         "type": env.event_type,
-        "occurred_at": crate::read::view::timestamp(env.occurred_at),
+        "occurred_at": at,
         "position": event.position.to_string(),
         "event": env,
+        // The seed's name of `type`.
+        "event_type": env.event_type,
     });
+    let extra = match trigger {
+        Trigger::JobCompleted {
+            job_id,
+            result,
+            duration_ms,
+        } => json!({
+            "job_id": job_id,
+            "status": "completed",
+            "result": result,
+            "duration": duration_ms
+                .unwrap_or_else(|| Facts::millis(facts.assigned_at, env.occurred_at)),
+            "completed_at": at,
+            "metadata": facts.job_metadata(&env.correlation_id),
+        }),
+        Trigger::JobFailed {
+            job_id,
+            error,
+            retry_count,
+        } => json!({
+            "job_id": job_id,
+            "status": "failed",
+            "result": null,
+            "duration": Facts::millis(facts.assigned_at, env.occurred_at),
+            "completed_at": at,
+            "error": error,
+            "retry_count": retry_count,
+            "failed_at": at,
+            "metadata": facts.job_metadata(&env.correlation_id),
+        }),
+        Trigger::WorkflowCompleted {
+            workflow_id,
+            step_details,
+            success_count,
+            failed_count,
+        } => {
+            let total = step_details.len();
+            let steps: Vec<Value> = step_details
+                .into_iter()
+                .map(|step| {
+                    let ended = facts.ended.get(&step.step_index).map(|e| timestamp(e.at));
+                    let mut step = serde_json::to_value(step).unwrap_or(Value::Null);
+                    if let Some(step) = step.as_object_mut() {
+                        step.insert("completed_at".into(), json!(ended));
+                    }
+                    step
+                })
+                .collect();
+            json!({
+                "workflow_id": workflow_id,
+                "name": facts.name,
+                "status": "completed",
+                "total_steps": facts.total_steps.unwrap_or(total as u32),
+                "success_count": success_count,
+                "failed_count": failed_count,
+                "step_details": steps,
+                "duration": Facts::millis(facts.created_at, env.occurred_at),
+                "completed_at": at,
+                "metadata": { "correlation_id": env.correlation_id },
+            })
+        }
+        Trigger::WorkflowFailed {
+            workflow_id,
+            error,
+            failed_step,
+        } => {
+            let succeeded = facts.ended.values().filter(|e| e.completed).count();
+            let failed = facts.ended.len() - succeeded;
+            json!({
+                "workflow_id": workflow_id,
+                "name": facts.name,
+                "status": "failed",
+                "total_steps": facts.total_steps.unwrap_or(facts.job_ids.len() as u32),
+                "success_count": succeeded,
+                "failed_count": failed,
+                "step_details": facts.step_details(),
+                "error": error,
+                "failed_step": failed_step,
+                "duration": Facts::millis(facts.created_at, env.occurred_at),
+                "completed_at": at,
+                "failed_at": at,
+                "metadata": { "correlation_id": env.correlation_id },
+            })
+        }
+    };
     if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
         body.extend(extra);
     }
@@ -81,19 +382,33 @@ fn decode_error(event: &RecordedEvent, e: impl std::fmt::Display) -> ProjectionE
     }
 }
 
-/// `Some(extra fields)` when `event` is delivered.
-fn wanted(event: &RecordedEvent) -> Result<Option<Value>, ProjectionError> {
+/// `Some(what it says)` when `event` is delivered.
+fn wanted(event: &RecordedEvent) -> Result<Option<Trigger>, ProjectionError> {
     let env = &event.envelope;
     match env.event_type.as_str() {
         "job_completed" | "job_failed" => {
             let decoded: JobEvent = from_envelope(env).map_err(|e| decode_error(event, e))?;
             Ok(match decoded {
-                JobEvent::JobCompleted { job_id, .. } => Some(json!({ "job_id": job_id })),
+                JobEvent::JobCompleted {
+                    job_id,
+                    result,
+                    duration_ms,
+                } => Some(Trigger::JobCompleted {
+                    job_id,
+                    result,
+                    duration_ms,
+                }),
                 JobEvent::JobFailed {
                     job_id,
+                    error,
+                    retry_count,
                     will_retry: false,
                     ..
-                } => Some(json!({ "job_id": job_id })),
+                } => Some(Trigger::JobFailed {
+                    job_id,
+                    error,
+                    retry_count,
+                }),
                 _ => None,
             })
         }
@@ -105,21 +420,21 @@ fn wanted(event: &RecordedEvent) -> Result<Option<Value>, ProjectionError> {
                     step_details,
                     success_count,
                     failed_count,
-                } => Some(json!({
-                    "workflow_id": workflow_id,
-                    "step_details": step_details,
-                    "success_count": success_count,
-                    "failed_count": failed_count,
-                })),
+                } => Some(Trigger::WorkflowCompleted {
+                    workflow_id,
+                    step_details,
+                    success_count,
+                    failed_count,
+                }),
                 WorkflowEvent::WorkflowFailed {
                     workflow_id,
                     error,
                     failed_step,
-                } => Some(json!({
-                    "workflow_id": workflow_id,
-                    "error": error,
-                    "failed_step": failed_step,
-                })),
+                } => Some(Trigger::WorkflowFailed {
+                    workflow_id,
+                    error,
+                    failed_step,
+                }),
                 _ => None,
             })
         }
@@ -127,48 +442,34 @@ fn wanted(event: &RecordedEvent) -> Result<Option<Value>, ProjectionError> {
     }
 }
 
-/// The `webhook_url` of the aggregate `event` belongs to, from its creation event.
-async fn webhook_url(
+/// The history of the stream `event` belongs to, up to and including it (one read).
+async fn history(
     store: &dyn EventStore,
     event: &RecordedEvent,
-) -> Result<Option<String>, ProjectionError> {
-    let stream = &event.envelope.stream;
-    let first = store.read_stream(stream, 1, 1).await?;
-    let Some(created) = first.first() else {
+) -> Result<Vec<RecordedEvent>, ProjectionError> {
+    let env = &event.envelope;
+    let limit = usize::try_from(env.version.max(1)).unwrap_or(usize::MAX);
+    let history = store.read_stream(&env.stream, 1, limit).await?;
+    if history.is_empty() {
         // The event itself was read from the log, so its stream exists: a store that
         // cannot show it is broken, not "no webhook".
         return Err(ProjectionError::Store(StoreError::Invalid(format!(
-            "stream {stream} has no first event"
+            "stream {} has no first event",
+            env.stream
         ))));
-    };
-    let env = &created.envelope;
-    let url = match env.event_type.as_str() {
-        "job_submitted" => match from_envelope::<JobEvent>(env) {
-            Ok(JobEvent::JobSubmitted(s)) => s.webhook_url,
-            Ok(_) => None,
-            Err(e) => return Err(decode_error(created, e)),
-        },
-        "workflow_created" => match from_envelope::<WorkflowEvent>(env) {
-            Ok(WorkflowEvent::WorkflowCreated(c)) => c.webhook_url,
-            Ok(_) => None,
-            Err(e) => return Err(decode_error(created, e)),
-        },
-        other => {
-            tracing::warn!(stream = %stream, first = other,
-                "stream does not start with a creation event; no webhook");
-            None
-        }
-    };
-    Ok(url.filter(|u| !u.trim().is_empty()))
+    }
+    Ok(history)
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use jobsource_domain::job::{CompleteJob, FailJob, JobError, SubmitJob};
+    use jobsource_domain::job::{
+        AssignJob, CompleteJob, ExpireLease, FailJob, JobCommand, SubmitJob, LEASE_EXPIRED,
+    };
+    use jobsource_domain::workflow::{CreateWorkflow, StepSpec, WorkflowCommand};
     use jobsource_eventstore::{MemoryStore, StoreConfig};
-    use uuid::Uuid;
 
     use super::*;
     use crate::service::{CommandContext, Service};
@@ -186,71 +487,100 @@ mod tests {
         out
     }
 
-    #[tokio::test]
-    async fn completed_and_terminal_failures_with_a_url_are_planned() {
+    fn setup() -> (Arc<dyn EventStore>, Service, CommandContext) {
         let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
         let service = Service::new(store.clone(), None);
-        let ctx = CommandContext::new();
-        let submit = |url: Option<&str>, retries: u32| SubmitJob {
+        (store, service, CommandContext::new())
+    }
+
+    fn submit(url: Option<&str>, retries: u32) -> SubmitJob {
+        SubmitJob {
             job_type: "upscale".into(),
             webhook_url: url.map(str::to_owned),
             max_retries: retries,
             ..SubmitJob::default()
-        };
-        let hooked = service
-            .submit_job(submit(Some("http://127.0.0.1:9/h"), 0), &ctx)
-            .await
-            .unwrap()
-            .state
-            .id;
-        let silent = service
-            .submit_job(submit(None, 0), &ctx)
-            .await
-            .unwrap()
-            .state
-            .id;
-        let failing = service
-            .submit_job(submit(Some("http://127.0.0.1:9/f"), 1), &ctx)
-            .await
-            .unwrap()
-            .state
-            .id;
-        use jobsource_domain::job::{AssignJob, JobCommand};
-        let assign = || {
-            JobCommand::Assign(AssignJob {
-                lease_expires_at: None,
-                worker_id: "w".into(),
-                machine_id: "m".into(),
-            })
-        };
-        for id in [hooked, silent] {
-            service.job(id, assign(), &ctx).await.unwrap();
-            service
-                .job(
-                    id,
-                    JobCommand::Complete(CompleteJob {
-                        worker_id: None,
-                        result: json!({"ok": true}),
-                        duration_ms: None,
-                    }),
-                    &ctx,
-                )
-                .await
-                .unwrap();
         }
-        let fail = || {
-            JobCommand::Fail(FailJob {
-                retry_at: None,
-                worker_id: None,
-                error: JobError {
-                    code: "E".into(),
-                    message: "boom".into(),
-                },
-                retryable: true,
-            })
-        };
+    }
+
+    fn assign(worker: &str, machine: &str) -> JobCommand {
+        JobCommand::Assign(AssignJob {
+            lease_expires_at: None,
+            worker_id: worker.into(),
+            machine_id: machine.into(),
+        })
+    }
+
+    fn complete(duration_ms: Option<u64>) -> JobCommand {
+        JobCommand::Complete(CompleteJob {
+            worker_id: None,
+            result: json!({"ok": true}),
+            duration_ms,
+        })
+    }
+
+    fn fail() -> JobCommand {
+        JobCommand::Fail(FailJob {
+            retry_at: None,
+            worker_id: None,
+            error: JobError {
+                code: "E".into(),
+                message: "boom".into(),
+            },
+            retryable: true,
+        })
+    }
+
+    async fn submitted(service: &Service, ctx: &CommandContext, job: SubmitJob) -> Uuid {
+        service.submit_job(job, ctx).await.unwrap().state.id
+    }
+
+    /// The one planned delivery of `event_type` on `stream`.
+    async fn planned_one(store: &dyn EventStore, event_type: &str, stream: &str) -> NewDelivery {
+        let planned = plan(store, &all_events(store).await).await.unwrap();
+        let mut found: Vec<NewDelivery> = planned
+            .into_iter()
+            .filter(|d| d.event_type == event_type && d.stream == stream)
+            .collect();
+        assert_eq!(found.len(), 1, "{found:#?}");
+        found.remove(0)
+    }
+
+    /// jobsource's own fields, on every body.
+    fn assert_jobsource_fields(d: &NewDelivery) {
+        let body = &d.payload;
+        assert_eq!(body["delivery_id"], json!(d.id));
+        assert_eq!(body["type"], d.event_type.as_str());
+        assert_eq!(body["position"], d.position.as_str());
+        assert_eq!(body["event"]["event_id"], json!(d.event_id));
+        assert_eq!(body["event"]["type"], d.event_type.as_str());
+        assert_eq!(body["event"]["stream"], d.stream.as_str());
+        let at = body["occurred_at"].as_str().unwrap();
+        assert!(at.ends_with('Z') && at.len() == 24, "{at}");
+        // The seed's name of `type`.
+        assert_eq!(body["event_type"], d.event_type.as_str());
+    }
+
+    /// An ISO-8601 UTC time with milliseconds, as JavaScript's `toISOString()` gives.
+    fn assert_iso(v: &Value) {
+        let s = v.as_str().unwrap_or_else(|| panic!("not a time: {v}"));
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(s).is_ok() && s.ends_with('Z') && s.len() == 24,
+            "{s}"
+        );
+    }
+
+    #[tokio::test]
+    async fn completed_and_terminal_failures_with_a_url_are_planned() {
+        let (store, service, ctx) = setup();
+        let hooked = submitted(&service, &ctx, submit(Some("http://127.0.0.1:9/h"), 0)).await;
+        let silent = submitted(&service, &ctx, submit(None, 0)).await;
+        let failing = submitted(&service, &ctx, submit(Some("http://127.0.0.1:9/f"), 1)).await;
+        for id in [hooked, silent] {
+            service.job(id, assign("w", "m"), &ctx).await.unwrap();
+            service.job(id, complete(None), &ctx).await.unwrap();
+        }
         for _ in 0..2 {
-            service.job(failing, assign(), &ctx).await.unwrap();
+            service.job(failing, assign("w", "m"), &ctx).await.unwrap();
             service.job(failing, fail(), &ctx).await.unwrap();
         }
         let planned = plan(&*store, &all_events(&*store).await).await.unwrap();
@@ -261,21 +591,261 @@ mod tests {
         assert_eq!(got.len(), 2, "{got:?}");
         assert!(got.contains(&("job_completed".into(), "http://127.0.0.1:9/h".into())));
         assert!(got.contains(&("job_failed".into(), "http://127.0.0.1:9/f".into())));
-        let done = planned
-            .iter()
-            .find(|d| d.event_type == "job_completed")
-            .unwrap();
-        assert_eq!(done.payload["job_id"], json!(hooked));
-        assert_eq!(done.payload["delivery_id"], json!(done.id));
-        assert_eq!(done.payload["event"]["event_id"], json!(done.event_id));
-        assert_eq!(done.payload["event"]["data"]["result"]["ok"], true);
-        // Planning again gives the same ids (redelivery is recognisable).
+        // Planning again gives the same ids and bodies (redelivery is recognisable).
         let again = plan(&*store, &all_events(&*store).await).await.unwrap();
-        let ids = |v: &[NewDelivery]| {
-            let mut ids: Vec<Uuid> = v.iter().map(|d| d.id).collect();
-            ids.sort();
-            ids
+        let sorted = |v: &[NewDelivery]| {
+            let mut v: Vec<(Uuid, Value)> = v.iter().map(|d| (d.id, d.payload.clone())).collect();
+            v.sort_by_key(|(id, _)| *id);
+            v
         };
-        assert_eq!(ids(&planned), ids(&again));
+        assert_eq!(sorted(&planned), sorted(&again));
+    }
+
+    #[tokio::test]
+    async fn job_completed_body_has_the_seed_and_jobsource_fields() {
+        let (store, service, ctx) = setup();
+        let reported = submitted(&service, &ctx, submit(Some("http://127.0.0.1:9/h"), 0)).await;
+        service
+            .job(reported, assign("w-1", "gpu-1"), &ctx)
+            .await
+            .unwrap();
+        service
+            .job(reported, complete(Some(1200)), &ctx)
+            .await
+            .unwrap();
+        let measured = submitted(&service, &ctx, submit(Some("http://127.0.0.1:9/h"), 0)).await;
+        service
+            .job(measured, assign("w-2", "gpu-2"), &ctx)
+            .await
+            .unwrap();
+        service.job(measured, complete(None), &ctx).await.unwrap();
+
+        let d = planned_one(&*store, "job_completed", &format!("job-{reported}")).await;
+        assert_jobsource_fields(&d);
+        let body = &d.payload;
+        assert_eq!(body["job_id"], json!(reported));
+        assert_eq!(body["event"]["data"]["result"]["ok"], true);
+        // The seed's.
+        assert_eq!(body["event_type"], "job_completed");
+        assert_eq!(body["status"], "completed");
+        assert_eq!(body["result"], json!({"ok": true}));
+        assert_eq!(body["duration"], 1200, "the reported duration, in ms");
+        assert_iso(&body["completed_at"]);
+        assert_eq!(body["completed_at"], body["occurred_at"]);
+        assert_eq!(body["metadata"]["worker_id"], "w-1");
+        assert_eq!(body["metadata"]["machine_id"], "gpu-1");
+        assert_eq!(
+            body["metadata"]["correlation_id"],
+            body["event"]["correlation_id"]
+        );
+        assert!(body["metadata"]["correlation_id"].is_string());
+        for absent in ["error", "retry_count", "failed_at", "workflow_id"] {
+            assert!(body.get(absent).is_none(), "{absent}: {body}");
+        }
+
+        // Not reported: the time since the assignment (a number of ms, never null).
+        let d = planned_one(&*store, "job_completed", &format!("job-{measured}")).await;
+        assert!(d.payload["duration"].is_u64(), "{}", d.payload);
+        assert_eq!(d.payload["metadata"]["worker_id"], "w-2");
+        assert_eq!(d.payload["metadata"]["machine_id"], "gpu-2");
+    }
+
+    #[tokio::test]
+    async fn terminal_job_failed_body_has_the_seed_and_jobsource_fields() {
+        let (store, service, ctx) = setup();
+        let id = submitted(&service, &ctx, submit(Some("http://127.0.0.1:9/f"), 1)).await;
+        service.job(id, assign("w-1", "gpu-1"), &ctx).await.unwrap();
+        service.job(id, fail(), &ctx).await.unwrap();
+        // The second attempt runs elsewhere and fails for good.
+        service.job(id, assign("w-2", "gpu-2"), &ctx).await.unwrap();
+        service.job(id, fail(), &ctx).await.unwrap();
+
+        let d = planned_one(&*store, "job_failed", &format!("job-{id}")).await;
+        assert_jobsource_fields(&d);
+        let body = &d.payload;
+        assert_eq!(body["job_id"], json!(id));
+        assert_eq!(body["event"]["data"]["will_retry"], false);
+        // The seed's.
+        assert_eq!(body["event_type"], "job_failed");
+        assert_eq!(body["status"], "failed");
+        assert_eq!(body["error"], json!({"code": "E", "message": "boom"}));
+        assert_eq!(body["retry_count"], 2);
+        assert_iso(&body["failed_at"]);
+        assert_eq!(body["failed_at"], body["occurred_at"]);
+        assert_eq!(body["completed_at"], body["failed_at"]);
+        assert!(body["result"].is_null());
+        assert!(body["duration"].is_u64());
+        assert_eq!(
+            body["metadata"]["worker_id"], "w-2",
+            "the failed attempt's worker"
+        );
+        assert_eq!(body["metadata"]["machine_id"], "gpu-2");
+        assert!(body["metadata"]["correlation_id"].is_string());
+    }
+
+    #[tokio::test]
+    async fn lease_expired_failure_is_a_job_failed_with_code_lease_expired() {
+        let (store, service, ctx) = setup();
+        let id = submitted(&service, &ctx, submit(Some("http://127.0.0.1:9/l"), 0)).await;
+        service.job(id, assign("w-9", "gpu-9"), &ctx).await.unwrap();
+        let expire = JobCommand::ExpireLease(ExpireLease {
+            attempt: 1,
+            retry_at: None,
+            reason: Some("machine offline".into()),
+            force: true,
+        });
+        service.job(id, expire, &ctx).await.unwrap();
+
+        let d = planned_one(&*store, "job_failed", &format!("job-{id}")).await;
+        assert_jobsource_fields(&d);
+        let body = &d.payload;
+        assert_eq!(body["status"], "failed");
+        assert_eq!(body["error"]["code"], LEASE_EXPIRED);
+        assert!(body["error"]["message"].is_string());
+        assert_eq!(body["retry_count"], 1);
+        assert_iso(&body["failed_at"]);
+        assert_eq!(body["metadata"]["worker_id"], "w-9");
+        assert_eq!(body["metadata"]["machine_id"], "gpu-9");
+        // The expiry itself is not delivered.
+        let planned = plan(&*store, &all_events(&*store).await).await.unwrap();
+        assert_eq!(planned.len(), 1, "{planned:#?}");
+    }
+
+    async fn workflow(service: &Service, ctx: &CommandContext, steps: usize) -> (Uuid, Vec<Uuid>) {
+        let step = StepSpec {
+            job_type: "upscale".into(),
+            prompt: None,
+            parameters: None,
+            depends_on: vec![],
+        };
+        let created = service
+            .create_workflow(
+                CreateWorkflow {
+                    workflow_id: Uuid::nil(),
+                    job_ids: vec![],
+                    name: "render-batch".into(),
+                    description: None,
+                    steps: vec![step; steps],
+                    webhook_url: Some("http://127.0.0.1:9/wf".into()),
+                },
+                ctx,
+            )
+            .await
+            .unwrap();
+        let def = created.state.definition.clone().unwrap();
+        (created.state.id, def.job_ids)
+    }
+
+    #[tokio::test]
+    async fn workflow_completed_body_has_the_seed_and_jobsource_fields() {
+        let (store, service, ctx) = setup();
+        let (wf, jobs) = workflow(&service, &ctx, 2).await;
+        for (i, job) in jobs.iter().enumerate() {
+            let step_index = i as u32;
+            service
+                .workflow(wf, WorkflowCommand::RecordStepStarted { step_index }, &ctx)
+                .await
+                .unwrap();
+            let done = WorkflowCommand::RecordStepCompleted {
+                step_index,
+                job_id: *job,
+                result: json!({"step": i}),
+            };
+            service.workflow(wf, done, &ctx).await.unwrap();
+        }
+
+        let d = planned_one(&*store, "workflow_completed", &format!("workflow-{wf}")).await;
+        assert_jobsource_fields(&d);
+        let body = &d.payload;
+        assert_eq!(body["workflow_id"], json!(wf));
+        // The seed's.
+        assert_eq!(body["event_type"], "workflow_completed");
+        assert_eq!(body["status"], "completed");
+        assert_eq!(body["name"], "render-batch");
+        assert_eq!(body["total_steps"], 2);
+        assert_eq!(body["success_count"], 2);
+        assert_eq!(body["failed_count"], 0);
+        assert_iso(&body["completed_at"]);
+        assert!(body["duration"].is_u64());
+        assert!(body["metadata"]["correlation_id"].is_string());
+        let steps = body["step_details"].as_array().unwrap();
+        assert_eq!(steps.len(), 2);
+        for (i, step) in steps.iter().enumerate() {
+            assert_eq!(step["step_index"], i);
+            assert_eq!(step["job_id"], json!(jobs[i]));
+            assert_eq!(step["status"], "completed");
+            assert_eq!(step["result"], json!({"step": i}));
+            assert!(step["error"].is_null());
+            assert_iso(&step["completed_at"]);
+        }
+        assert!(body.get("job_id").is_none());
+    }
+
+    #[tokio::test]
+    async fn workflow_failed_body_has_the_seed_and_jobsource_fields() {
+        let (store, service, ctx) = setup();
+        let (wf, jobs) = workflow(&service, &ctx, 3).await;
+        let ok = WorkflowCommand::RecordStepCompleted {
+            step_index: 0,
+            job_id: jobs[0],
+            result: json!({"step": 0}),
+        };
+        service
+            .workflow(
+                wf,
+                WorkflowCommand::RecordStepStarted { step_index: 0 },
+                &ctx,
+            )
+            .await
+            .unwrap();
+        service.workflow(wf, ok, &ctx).await.unwrap();
+        service
+            .workflow(
+                wf,
+                WorkflowCommand::RecordStepStarted { step_index: 1 },
+                &ctx,
+            )
+            .await
+            .unwrap();
+        let failed = WorkflowCommand::RecordStepFailed {
+            step_index: 1,
+            job_id: jobs[1],
+            error: json!({"code": "E", "message": "boom"}),
+        };
+        service.workflow(wf, failed, &ctx).await.unwrap();
+
+        let d = planned_one(&*store, "workflow_failed", &format!("workflow-{wf}")).await;
+        assert_jobsource_fields(&d);
+        let body = &d.payload;
+        assert_eq!(body["workflow_id"], json!(wf));
+        assert_eq!(body["failed_step"], 1);
+        assert_eq!(body["error"], json!({"code": "E", "message": "boom"}));
+        // The seed's.
+        assert_eq!(body["event_type"], "workflow_failed");
+        assert_eq!(body["status"], "failed");
+        assert_eq!(body["name"], "render-batch");
+        assert_eq!(body["total_steps"], 3);
+        assert_eq!(body["success_count"], 1);
+        assert_eq!(body["failed_count"], 1);
+        assert_iso(&body["failed_at"]);
+        assert_eq!(body["completed_at"], body["failed_at"]);
+        assert!(body["duration"].is_u64());
+        assert!(body["metadata"]["correlation_id"].is_string());
+        let steps = body["step_details"].as_array().unwrap();
+        let status: Vec<&str> = steps
+            .iter()
+            .map(|s| s["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(status, ["completed", "failed", "pending"]);
+        for (i, step) in steps.iter().enumerate() {
+            assert_eq!(step["step_index"], i);
+            assert_eq!(step["job_id"], json!(jobs[i]));
+        }
+        assert_eq!(steps[0]["result"], json!({"step": 0}));
+        assert_iso(&steps[0]["completed_at"]);
+        assert_eq!(steps[1]["error"]["code"], "E");
+        assert!(steps[1]["result"].is_null());
+        assert_iso(&steps[1]["completed_at"]);
+        assert!(steps[2]["completed_at"].is_null() && steps[2]["result"].is_null());
     }
 }

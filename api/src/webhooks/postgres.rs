@@ -27,7 +27,8 @@ pub struct WebhookProjection {
 }
 
 impl WebhookProjection {
-    /// The projection, reading creation events (for `webhook_url`) from `store`.
+    /// The projection, reading each target stream's history (for `webhook_url` and the
+    /// body's seed fields) from `store`.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
         WebhookProjection { store }
     }
