@@ -9,6 +9,7 @@ pub mod live;
 pub mod metrics;
 pub mod orchestrator;
 pub mod read;
+pub mod seed_bus;
 pub mod serve;
 pub mod service;
 pub mod webhooks;

@@ -4,8 +4,9 @@
 //! `postgres` and `archive` projections as durable workers with checkpoints, the
 //! orchestrator as a durable subscriber, the `webhooks` enqueue projection. Embedded mode
 //! (no `REDIS_URL`): the in-memory store, the in-memory read model, orchestrator and
-//! webhook enqueuer; nothing persists. Both modes run the webhook sender, the machine
-//! timeout sweeper and the job lease timers.
+//! webhook enqueuer; nothing persists. With `JOBSOURCE_SEED_BUS` (full mode only) the seed
+//! message bus bridge ([`crate::seed_bus`]) runs too. Both modes run the webhook sender,
+//! the machine timeout sweeper and the job lease timers.
 //!
 //! Shutdown drains: the server stops accepting, in-flight requests finish, then the
 //! background workers are told to stop and each does so at a batch boundary.
@@ -64,6 +65,10 @@ pub struct ServeConfig {
     pub queue: crate::service::queue::QueueConfig,
     /// How often the lease timers are swept.
     pub lease_sweep: Duration,
+    /// Run the seed message bus bridge (`JOBSOURCE_SEED_BUS`; full mode only).
+    pub seed_bus: bool,
+    /// `MAXLEN ~` of the bridge's `stream:<type>` streams (`JOBSOURCE_SEED_BUS_MAXLEN`).
+    pub seed_bus_maxlen: u64,
 }
 
 impl Default for ServeConfig {
@@ -87,6 +92,8 @@ impl Default for ServeConfig {
             machine_timeout: crate::service::machines::sweeper::DEFAULT_TIMEOUT,
             queue: crate::service::queue::QueueConfig::default(),
             lease_sweep: Duration::from_millis(250),
+            seed_bus: false,
+            seed_bus_maxlen: crate::seed_bus::DEFAULT_MAXLEN,
         }
     }
 }
@@ -191,6 +198,12 @@ impl Server {
                     "embedded mode: in-memory event store and read models; NOTHING PERSISTS \
                      (set REDIS_URL and DATABASE_URL for the durable deployment)"
                 );
+                if config.seed_bus {
+                    tracing::warn!(
+                        "JOBSOURCE_SEED_BUS is set but the seed message bus needs Redis: \
+                         not started in embedded mode (set REDIS_URL and DATABASE_URL)"
+                    );
+                }
                 let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new(store_config));
                 let service = Arc::new(
                     Service::new(store.clone(), catalog).with_queue_config(config.queue.clone()),
@@ -289,24 +302,42 @@ impl Server {
                         }
                     }));
                 }
+                let mut background: Vec<Arc<dyn StatusSource>> = Vec::new();
+                if config.seed_bus {
+                    // A non-empty read prefix namespaces the seed-facing keys; the bus
+                    // follows it (unset or empty: the seed's bare channel and stream names).
+                    let namespace = config
+                        .read_prefix
+                        .clone()
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or_default();
+                    let bus = Arc::new(crate::seed_bus::SeedBus::new(
+                        store.clone(),
+                        conn.clone(),
+                        &config.prefix,
+                        crate::seed_bus::SeedBusConfig {
+                            maxlen: config.seed_bus_maxlen,
+                            namespace,
+                            ..crate::seed_bus::SeedBusConfig::default()
+                        },
+                    ));
+                    workers.push(tokio::spawn(bus.clone().run(workers_rx.clone())));
+                    background.push(bus);
+                }
                 let orchestrator = Arc::new(Orchestrator::new(
                     service.clone(),
                     Arc::new(RedisOrchestratorState::new(conn, &config.prefix)),
                 ));
+                background.insert(0, orchestrator.clone() as Arc<dyn StatusSource>);
                 let deliveries = Arc::new(crate::webhooks::postgres::PgDeliveryStore::new(
                     pool.clone(),
                 ));
                 let read: Arc<dyn ReadSide> =
                     Arc::new(FullReadSide::new(store.clone(), model, pool));
                 (
-                    AppState::new(
-                        service,
-                        read,
-                        vec![orchestrator.clone() as Arc<dyn StatusSource>],
-                        config.http.clone(),
-                    )
-                    .with_webhooks(deliveries)
-                    .with_seen(seen),
+                    AppState::new(service, read, background, config.http.clone())
+                        .with_webhooks(deliveries)
+                        .with_seen(seen),
                     orchestrator,
                 )
             }

@@ -61,6 +61,15 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBSOURCE_RETRY_BACKOFF_MS", default_value_t = 1000,
         value_parser = clap::value_parser!(u64).range(0..=300_000))]
     pub retry_backoff_ms: u64,
+    /// Republish every event on the seed's Redis pub/sub channels and streams (full mode).
+    #[arg(long, env = "JOBSOURCE_SEED_BUS", default_value_t = false,
+        action = clap::ArgAction::Set)]
+    pub seed_bus: bool,
+    /// Approximate length cap (`MAXLEN ~`) of each seed bus `stream:<type>`.
+    #[arg(long, env = "JOBSOURCE_SEED_BUS_MAXLEN",
+        default_value_t = crate::seed_bus::DEFAULT_MAXLEN,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub seed_bus_maxlen: u64,
 }
 
 impl ServeArgs {
@@ -96,6 +105,8 @@ impl ServeArgs {
                 default_lease: std::time::Duration::from_secs(self.job_lease_secs),
                 retry_backoff: std::time::Duration::from_millis(self.retry_backoff_ms),
             },
+            seed_bus: self.seed_bus,
+            seed_bus_maxlen: self.seed_bus_maxlen,
             ..ServeConfig::default()
         }
     }

@@ -1,0 +1,468 @@
+//! The seed message bus bridge (`JOBSOURCE_SEED_BUS=true`): republishes every event of the
+//! log the way the seed system's `MessageBusService.publishEvent` did, so the seed's
+//! subscribers keep working against jobsource.
+//!
+//! For each event, in log order per partition, in the seed's shape (see [`shape`]):
+//!
+//! - `PUBLISH events:<type> <json>` and `PUBLISH events:* <json>` (`events:*` is a literal
+//!   channel name: the seed published to it and `SUBSCRIBE`d to it, not a pattern);
+//! - `XADD stream:<type> MAXLEN ~ <maxlen> * event_id <id> event_type <type> timestamp
+//!   <ms> data <json>`.
+//!
+//! The bridge is a durable subscriber like the orchestrator: one checkpoint per partition,
+//! in Redis under `<prefix>:{p<N>}:seedbus:checkpoint`, written after each batch was
+//! published. Delivery is at least once: a crash between a batch and its checkpoint
+//! publishes the batch again; readers drop duplicates by `event_id` (the `id` of the JSON).
+//! Redis failures are waited for with backoff and never skip an event.
+//!
+//! Channel and stream names are the seed's bare names, or `<namespace>:events:<type>` and
+//! `<namespace>:stream:<type>` when a namespace is configured (`serve` uses a non-empty
+//! `JOBSOURCE_READ_PREFIX`).
+
+pub mod shape;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use jobsource_eventstore::{EventStore, EventStream, LogId, Position, RecordedEvent, StoreError};
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use tokio::sync::watch;
+
+use crate::http::StatusSource;
+use crate::read::ProjectionStatus;
+
+/// The `JOBSOURCE_SEED_BUS_MAXLEN` default: approximate length cap of each `stream:<type>`.
+pub const DEFAULT_MAXLEN: u64 = 100_000;
+
+/// Why a step of the bridge failed (all are retried; none skips an event).
+#[derive(Debug, thiserror::Error)]
+pub enum SeedBusError {
+    /// Reading the event log.
+    #[error("event store: {0}")]
+    Store(#[from] StoreError),
+    /// Publishing, or reading/writing a checkpoint.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A checkpoint that is not a log id.
+    #[error("seed bus checkpoint of partition {partition} is corrupt ({value:?}): {message}")]
+    CorruptCheckpoint {
+        /// Partition.
+        partition: u32,
+        /// Stored value.
+        value: String,
+        /// Parse error.
+        message: String,
+    },
+}
+
+/// Settings of the bridge.
+#[derive(Debug, Clone)]
+pub struct SeedBusConfig {
+    /// `MAXLEN ~` of every `stream:<type>`.
+    pub maxlen: u64,
+    /// Prepended as `<namespace>:` to every channel and stream name; empty: bare names.
+    pub namespace: String,
+    /// Events read from a partition log per batch (one pipeline, one checkpoint write).
+    pub batch: usize,
+    /// Longest wait for new events when caught up (the tail usually wakes it sooner).
+    pub idle_wait: Duration,
+    /// First delay after a failure (doubled each time).
+    pub backoff: Duration,
+    /// Longest delay after a failure.
+    pub max_backoff: Duration,
+}
+
+impl Default for SeedBusConfig {
+    fn default() -> Self {
+        SeedBusConfig {
+            maxlen: DEFAULT_MAXLEN,
+            namespace: String::new(),
+            batch: 256,
+            idle_wait: Duration::from_millis(500),
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct PartitionHealth {
+    checkpoint: LogId,
+    last_error: Option<String>,
+}
+
+/// Workflow step counts remembered for `workflow_step_completed` (bounded: cleared when
+/// it grows past this many workflows, then refilled from the streams on demand).
+const MAX_REMEMBERED_WORKFLOWS: usize = 10_000;
+
+/// The bridge. Share it behind an `Arc`; [`SeedBus::run`] drives it.
+pub struct SeedBus {
+    store: Arc<dyn EventStore>,
+    conn: ConnectionManager,
+    prefix: String,
+    config: SeedBusConfig,
+    health: Mutex<Vec<PartitionHealth>>,
+    /// Held while a partition is processed, so a direct `catch_up` beside `run` cannot
+    /// move a checkpoint backwards.
+    partition_locks: Vec<tokio::sync::Mutex<()>>,
+    total_steps: Mutex<HashMap<String, u32>>,
+}
+
+impl SeedBus {
+    /// A bridge reading `store`, publishing over `conn`, keeping its checkpoints under the
+    /// store's key prefix `prefix`.
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        conn: ConnectionManager,
+        prefix: &str,
+        config: SeedBusConfig,
+    ) -> Self {
+        let partitions = store.partitions() as usize;
+        SeedBus {
+            store,
+            conn,
+            prefix: prefix.to_owned(),
+            config,
+            health: Mutex::new(vec![PartitionHealth::default(); partitions]),
+            partition_locks: (0..partitions)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            total_steps: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `<prefix>:{p<N>}:seedbus:checkpoint`: partition `p`'s checkpoint (a log id string).
+    pub fn checkpoint_key(&self, partition: u32) -> String {
+        format!("{}:{{p{partition}}}:seedbus:checkpoint", self.prefix)
+    }
+
+    fn named(&self, name: &str) -> String {
+        if self.config.namespace.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}:{name}", self.config.namespace)
+        }
+    }
+
+    /// The pub/sub channel of `event_type`: `events:<type>` (namespaced when configured).
+    pub fn channel(&self, event_type: &str) -> String {
+        self.named(&format!("events:{event_type}"))
+    }
+
+    /// The channel every event goes to: the literal `events:*` (namespaced when configured).
+    pub fn all_channel(&self) -> String {
+        self.named("events:*")
+    }
+
+    /// The stream of `event_type`: `stream:<type>` (namespaced when configured).
+    pub fn stream_key(&self, event_type: &str) -> String {
+        self.named(&format!("stream:{event_type}"))
+    }
+
+    /// The log id after which partition `partition` continues (`0-0` when never run).
+    pub async fn checkpoint(&self, partition: u32) -> Result<LogId, SeedBusError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = conn.get(self.checkpoint_key(partition)).await?;
+        match raw {
+            None => Ok(LogId::ZERO),
+            Some(value) => value
+                .parse()
+                .map_err(
+                    |e: jobsource_eventstore::ParseError| SeedBusError::CorruptCheckpoint {
+                        partition,
+                        value,
+                        message: e.to_string(),
+                    },
+                ),
+        }
+    }
+
+    /// Sets partition `partition`'s checkpoint (a plain set: moving it back replays).
+    pub async fn set_checkpoint(&self, partition: u32, to: LogId) -> Result<(), SeedBusError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .set(self.checkpoint_key(partition), to.to_string())
+            .await?;
+        self.update_health(partition, |h| h.checkpoint = to);
+        Ok(())
+    }
+
+    /// Publishes everything past the checkpoints, the partitions concurrently; returns the
+    /// events published. Returns the first error after every partition got as far as it
+    /// could.
+    pub async fn catch_up(&self) -> Result<usize, SeedBusError> {
+        let partitions = self.partition_locks.len() as u32;
+        let results =
+            futures::future::join_all((0..partitions).map(|p| self.catch_up_partition(p, None)))
+                .await;
+        let mut published = 0;
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(n) => published += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(published),
+        }
+    }
+
+    async fn catch_up_partition(
+        &self,
+        p: u32,
+        shutdown: Option<&watch::Receiver<bool>>,
+    ) -> Result<usize, SeedBusError> {
+        let Some(lock) = self.partition_locks.get(p as usize) else {
+            return Ok(0);
+        };
+        let _guard = lock.lock().await;
+        let result = self.publish_partition(p, shutdown).await;
+        match &result {
+            Ok(_) => self.update_health(p, |h| h.last_error = None),
+            Err(e) => {
+                let message = e.to_string();
+                self.update_health(p, |h| h.last_error = Some(message));
+            }
+        }
+        result
+    }
+
+    async fn publish_partition(
+        &self,
+        p: u32,
+        shutdown: Option<&watch::Receiver<bool>>,
+    ) -> Result<usize, SeedBusError> {
+        let mut after = self.checkpoint(p).await?;
+        self.update_health(p, |h| h.checkpoint = after);
+        let mut published = 0;
+        loop {
+            if shutdown.is_some_and(|s| *s.borrow()) {
+                return Ok(published);
+            }
+            let batch = self
+                .store
+                .read_partition(p, after, self.config.batch)
+                .await?;
+            let Some(last) = batch.last().map(|e| e.position.id) else {
+                return Ok(published);
+            };
+            self.publish_batch(&batch).await?;
+            self.set_checkpoint(p, last).await?;
+            after = last;
+            published += batch.len();
+            if batch.len() < self.config.batch {
+                return Ok(published);
+            }
+        }
+    }
+
+    /// One pipeline for the batch: per event the two PUBLISHes and the XADD, in order.
+    async fn publish_batch(&self, batch: &[RecordedEvent]) -> Result<(), SeedBusError> {
+        let mut pipe = redis::pipe();
+        let all = self.all_channel();
+        for event in batch {
+            let env = &event.envelope;
+            let total_steps = self.total_steps_for(event).await?;
+            let message = shape::seed_event(env, &event.position, total_steps);
+            let json = message.to_string();
+            pipe.cmd("PUBLISH")
+                .arg(self.channel(&env.event_type))
+                .arg(&json)
+                .ignore();
+            pipe.cmd("PUBLISH").arg(&all).arg(&json).ignore();
+            pipe.cmd("XADD")
+                .arg(self.stream_key(&env.event_type))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.config.maxlen)
+                .arg("*")
+                .arg("event_id")
+                .arg(env.event_id.to_string())
+                .arg("event_type")
+                .arg(&env.event_type)
+                .arg("timestamp")
+                .arg(env.occurred_at.timestamp_millis())
+                .arg("data")
+                .arg(&json)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The step count of the workflow of a `workflow_step_completed` (remembered from its
+    /// `workflow_created`, else read from the head of its stream); `None` otherwise.
+    async fn total_steps_for(&self, event: &RecordedEvent) -> Result<Option<u32>, SeedBusError> {
+        let env = &event.envelope;
+        let remembered = |data: &serde_json::Value| {
+            data.get("total_steps")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+        };
+        match env.event_type.as_str() {
+            "workflow_created" => {
+                if let Some(n) = remembered(&env.data) {
+                    self.remember(&env.stream, n);
+                }
+                Ok(None)
+            }
+            "workflow_step_completed" => {
+                if let Some(n) = self.steps().get(&env.stream).copied() {
+                    return Ok(Some(n));
+                }
+                let head = self.store.read_stream(&env.stream, 1, 1).await?;
+                let n = head
+                    .first()
+                    .filter(|e| e.envelope.event_type == "workflow_created")
+                    .and_then(|e| remembered(&e.envelope.data));
+                if let Some(n) = n {
+                    self.remember(&env.stream, n);
+                }
+                Ok(n)
+            }
+            "workflow_completed" | "workflow_failed" | "workflow_cancelled" => {
+                self.steps().remove(&env.stream);
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn steps(&self) -> MutexGuard<'_, HashMap<String, u32>> {
+        // Single inserts and removes only: a poisoned lock is still sound.
+        self.total_steps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember(&self, stream: &str, n: u32) {
+        let mut steps = self.steps();
+        if steps.len() >= MAX_REMEMBERED_WORKFLOWS {
+            steps.clear();
+        }
+        steps.insert(stream.to_owned(), n);
+    }
+
+    /// Runs until `shutdown` turns true (checked between batches): catch up, then wait for
+    /// new events on the store's tail (or at most `idle_wait`). Failures are retried with
+    /// backoff from the checkpoints. A dropped `shutdown` sender counts as shutdown.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tail: Option<EventStream> = None;
+        let mut delay = self.config.backoff;
+        tracing::info!(
+            partitions = self.partition_locks.len(),
+            maxlen = self.config.maxlen,
+            "seed bus running"
+        );
+        while !*shutdown.borrow() {
+            if tail.is_none() {
+                tail = match self.store.head().await {
+                    Ok(head) => self.store.tail(head).await.ok(),
+                    Err(_) => None,
+                };
+            }
+            let partitions = self.partition_locks.len() as u32;
+            let results = futures::future::join_all(
+                (0..partitions).map(|p| self.catch_up_partition(p, Some(&shutdown))),
+            )
+            .await;
+            let mut published = 0;
+            let mut failed = None;
+            for r in results {
+                match r {
+                    Ok(n) => published += n,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                tracing::warn!(error = %e, ?delay, "seed bus cannot publish; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    r = shutdown.changed() => if r.is_err() { break },
+                }
+                delay = (delay * 2).min(self.config.max_backoff);
+                continue;
+            }
+            delay = self.config.backoff;
+            if published > 0 {
+                continue;
+            }
+            let next = async {
+                match tail.as_mut() {
+                    Some(t) => t.next().await,
+                    None => futures::future::pending().await,
+                }
+            };
+            let woken = tokio::select! {
+                r = tokio::time::timeout(self.config.idle_wait, next) => r,
+                r = shutdown.changed() => if r.is_err() { break } else { continue },
+            };
+            match woken {
+                Ok(Some(Ok(_))) => {
+                    // One catch-up covers the whole burst already delivered.
+                    if let Some(t) = tail.as_mut() {
+                        for _ in 0..10_000 {
+                            match t.next().now_or_never() {
+                                Some(Some(Ok(_))) => {}
+                                Some(Some(Err(_)) | None) => {
+                                    tail = None;
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                    }
+                }
+                Ok(Some(Err(_)) | None) => tail = None,
+                Err(_) => {}
+            }
+        }
+        tracing::info!("seed bus stopped");
+    }
+
+    fn health(&self) -> MutexGuard<'_, Vec<PartitionHealth>> {
+        // Plain field writes only: a poisoned lock is still sound.
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update_health(&self, partition: u32, f: impl FnOnce(&mut PartitionHealth)) {
+        if let Some(h) = self.health().get_mut(partition as usize) {
+            f(h);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl StatusSource for SeedBus {
+    async fn status_rows(&self) -> Vec<ProjectionStatus> {
+        let partitions = self.partition_locks.len() as u32;
+        let mut rows = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let health = self.health().get(p as usize).cloned().unwrap_or_default();
+            let (checkpoint, last_error) = match self.checkpoint(p).await {
+                Ok(c) => (c, health.last_error),
+                Err(e) => (
+                    health.checkpoint,
+                    Some(format!("cannot read the checkpoint: {e}")),
+                ),
+            };
+            rows.push(ProjectionStatus {
+                projection: "seed_bus".into(),
+                partition: p,
+                checkpoint: Position::new(p, checkpoint).to_string(),
+                lag: 0,
+                state: "running".into(),
+                last_error,
+            });
+        }
+        rows
+    }
+}
