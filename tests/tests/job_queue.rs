@@ -831,3 +831,53 @@ async fn lookups_right_after_creates_never_answer_404(mode: Mode) {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     app.stop().await;
 }
+
+/// The expiry's store-side precondition: a heartbeat that lands after the sweeper read a
+/// due lease but before it appended the expiry wins; nothing is appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_renewal_that_wins_the_race_cancels_the_expiry() {
+    let app = app("renewal_race", Mode::Durable, |c| {
+        c.lease_sweep = Duration::from_secs(3600)
+    })
+    .await;
+    let id = app.submit(json!({"type": "upscale"})).await;
+    let got = claim(&app, "w1", &["upscale"], json!({"lease_seconds": 1})).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let store = RedisStore::connect(
+        &redis_url(),
+        StoreConfig {
+            prefix: app.prefix.clone(),
+            partitions: 4,
+            ..StoreConfig::default()
+        },
+    )
+    .await
+    .expect("store");
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let p = store.partition_of(&format!("job-{id}"));
+    let due = store
+        .due_leases(p, jobsource_eventstore::queue::now_ms(), 10)
+        .await
+        .expect("due leases");
+    assert_eq!(due.len(), 1, "{due:?}");
+    // The worker's heartbeat lands now, after the sweeper read the lease as due.
+    let hb = app
+        .post(
+            &format!("/v1/jobs/{id}/heartbeat"),
+            json!({"worker_id": "w1"}),
+        )
+        .await;
+    assert_eq!(hb.status, StatusCode::OK, "{}", hb.body);
+    let sweeper = Service::new(store, None);
+    let expired = leases::expire(&sweeper, &due[0], false, "lease expired")
+        .await
+        .expect("expire");
+    assert!(!expired, "the renewal won");
+    assert_eq!(
+        events_of(&app, &id).await,
+        ["job_submitted", "job_assigned"]
+    );
+    assert_eq!(folded(&app, &id).await["status"], "assigned");
+    app.stop().await;
+}
