@@ -565,10 +565,10 @@ impl RedisReadModel {
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         if env.stream.starts_with("job-") {
             let event: JobEvent = from_envelope(env).map_err(bad)?;
-            Ok(Some(self.job_ops(&event, now)))
+            Ok(Some(self.job_ops(&event, now, &env.correlation_id)))
         } else if env.stream.starts_with("workflow-") {
             let event: WorkflowEvent = from_envelope(env).map_err(bad)?;
-            Ok(Some(self.workflow_ops(&event, now)))
+            Ok(Some(self.workflow_ops(&event, now, &env.correlation_id)))
         } else if env.stream.starts_with("machine-") {
             let event: MachineEvent = from_envelope(env).map_err(bad)?;
             Ok(Some(machine_ops(&self.keys, &event, now)))
@@ -577,7 +577,7 @@ impl RedisReadModel {
         }
     }
 
-    fn job_ops(&self, event: &JobEvent, now: String) -> Ops {
+    fn job_ops(&self, event: &JobEvent, now: String, correlation_id: &str) -> Ops {
         let id = event.job_id().to_string();
         let k = &self.keys;
         let mut ops = Ops::new(k.job(&id));
@@ -612,6 +612,8 @@ impl RedisReadModel {
                     ("attempt", "0".into()),
                     ("created_at", now.clone()),
                     ("updated_at", now),
+                    // The seed's state synchronizer wrote it; readers of its hashes use it.
+                    ("correlation_id", correlation_id.to_owned()),
                 ]);
                 if let Some(t) = s.available_at {
                     ops.hset(&[("available_at", rfc3339(t))]);
@@ -655,6 +657,7 @@ impl RedisReadModel {
                         lease_expires_at.map(rfc3339).unwrap_or_default(),
                     ),
                     ("available_at", String::new()),
+                    ("assigned_at", now.clone()),
                     ("updated_at", now.clone()),
                 ]);
                 ops.op("HSETNX", k.job(&id), vec!["started_at".into(), now]);
@@ -664,7 +667,10 @@ impl RedisReadModel {
                 ops.op("SADD", assigned, vec![id]);
             }
             JobEvent::JobProgress {
-                progress, stage, ..
+                progress,
+                stage,
+                message,
+                ..
             } => {
                 let mut fields = vec![
                     ("status", "running".to_owned()),
@@ -674,13 +680,22 @@ impl RedisReadModel {
                 if let Some(s) = stage {
                     fields.push(("stage", s.clone()));
                 }
+                if let Some(m) = message {
+                    fields.push(("message", m.clone()));
+                }
                 ops.hset(&fields);
             }
-            JobEvent::JobCompleted { result, .. } => {
+            JobEvent::JobCompleted {
+                result,
+                duration_ms,
+                ..
+            } => {
                 ops.hset(&[
                     ("status", "completed".into()),
                     ("progress", "100".into()),
                     ("result", js(result)),
+                    // Milliseconds (0 when the worker reported none), as the seed's field.
+                    ("duration", duration_ms.unwrap_or(0).to_string()),
                     ("completed_at", now.clone()),
                     ("updated_at", now),
                 ]);
@@ -700,6 +715,7 @@ impl RedisReadModel {
                         ("status", "pending".into()),
                         ("error", js(error)),
                         ("retry_count", retry_count.to_string()),
+                        ("failed_at", now.clone()),
                         ("progress", "0".into()),
                         ("lease_expires_at", String::new()),
                         (
@@ -715,6 +731,7 @@ impl RedisReadModel {
                         ("status", "failed".into()),
                         ("error", js(error)),
                         ("retry_count", retry_count.to_string()),
+                        ("failed_at", now.clone()),
                         ("completed_at", now.clone()),
                         ("updated_at", now),
                     ]);
@@ -737,7 +754,7 @@ impl RedisReadModel {
         ops
     }
 
-    fn workflow_ops(&self, event: &WorkflowEvent, now: String) -> Ops {
+    fn workflow_ops(&self, event: &WorkflowEvent, now: String, correlation_id: &str) -> Ops {
         let wid = match event {
             WorkflowEvent::WorkflowCreated(c) => c.workflow_id,
             WorkflowEvent::WorkflowStepStarted { workflow_id, .. }
@@ -763,6 +780,7 @@ impl RedisReadModel {
                     ("webhook_url", c.webhook_url.clone().unwrap_or_default()),
                     ("created_at", now.clone()),
                     ("updated_at", now),
+                    ("correlation_id", correlation_id.to_owned()),
                 ]);
                 let jobs: Vec<String> = c.job_ids.iter().map(|j| j.to_string()).collect();
                 if !jobs.is_empty() {
@@ -780,9 +798,17 @@ impl RedisReadModel {
                     ("updated_at", now),
                 ]);
             }
-            WorkflowEvent::WorkflowCompleted { .. } => {
+            WorkflowEvent::WorkflowCompleted {
+                step_details,
+                success_count,
+                failed_count,
+                ..
+            } => {
                 ops.hset(&[
                     ("status", "completed".into()),
+                    ("step_details", js(step_details)),
+                    ("success_count", success_count.to_string()),
+                    ("failed_count", failed_count.to_string()),
                     ("completed_at", now.clone()),
                     ("updated_at", now),
                 ]);

@@ -881,3 +881,110 @@ async fn a_renewal_that_wins_the_race_cancels_the_expiry() {
     assert_eq!(folded(&app, &id).await["status"], "assigned");
     app.stop().await;
 }
+
+/// The `redis` read model's hashes carry the fields the seed's state synchronizer wrote
+/// (correlation_id, assigned_at, message, duration, failed_at; step_details,
+/// success_count, failed_count, completed_at) beside jobsource's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_redis_hashes_carry_the_seed_fields() {
+    use redis::AsyncCommands;
+    let app = app("seed_hash_fields", Mode::Durable, |_| {}).await;
+    let conn = jobsource_tests::redis_connection(&redis_url())
+        .await
+        .expect("redis");
+    let hash = |key: String| {
+        let mut conn = conn.clone();
+        async move {
+            let h: std::collections::HashMap<String, String> =
+                conn.hgetall(key).await.expect("hgetall");
+            h
+        }
+    };
+    let id = app.submit(json!({"type": "upscale"})).await;
+    let got = claim(&app, "w1", &["upscale"], json!({})).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    let a = app
+        .post(
+            &format!("/v1/jobs/{id}/progress"),
+            json!({"progress": 40, "message": "halfway", "worker_id": "w1"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let a = app
+        .post(
+            &format!("/v1/jobs/{id}/complete"),
+            json!({"result": {"ok": true}, "duration_ms": 1234, "worker_id": "w1"}),
+        )
+        .await;
+    app.job_at(&id, &a.str("position")).await;
+    let h = hash(format!("{}:job:{id}", app.prefix)).await;
+    for field in [
+        "correlation_id",
+        "assigned_at",
+        "completed_at",
+        "updated_at",
+    ] {
+        assert!(
+            h.get(field).is_some_and(|v| !v.is_empty()),
+            "{field} in {h:?}"
+        );
+    }
+    assert_eq!(h["message"], "halfway");
+    assert_eq!(h["duration"], "1234");
+    // A terminal failure records failed_at.
+    let failing = app
+        .submit(json!({"type": "upscale", "max_retries": 0}))
+        .await;
+    let got = claim(&app, "w1", &["upscale"], json!({})).await;
+    assert_eq!(got.body["job"]["id"], failing.as_str());
+    let a = app
+        .post(
+            &format!("/v1/jobs/{failing}/fail"),
+            json!({"error": {"code": "OOM", "message": "out of memory"}, "worker_id": "w1"}),
+        )
+        .await;
+    app.job_at(&failing, &a.str("position")).await;
+    let h = hash(format!("{}:job:{failing}", app.prefix)).await;
+    assert_eq!(h["status"], "failed");
+    assert!(!h["failed_at"].is_empty(), "{h:?}");
+    // A completed workflow carries its step details and counts.
+    let w = app
+        .post(
+            "/v1/workflows",
+            json!({"name": "one", "steps": [{"type": "upscale"}]}),
+        )
+        .await;
+    assert_eq!(w.status, StatusCode::CREATED, "{}", w.body);
+    let wf = w.str("workflow_id");
+    let got = claim(&app, "w1", &["upscale"], json!({"wait_ms": 2000})).await;
+    let step = got.body["job"]["id"].as_str().unwrap().to_owned();
+    let a = app
+        .post(
+            &format!("/v1/jobs/{step}/complete"),
+            json!({"result": {"ok": 1}, "worker_id": "w1"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    app.eventually(&format!("/v1/workflows/{wf}"), |v| {
+        v["status"] == "completed"
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let h = loop {
+        let h = hash(format!("{}:workflow:{wf}", app.prefix)).await;
+        if h.get("status").map(String::as_str) == Some("completed") {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "{h:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(h["success_count"], "1");
+    assert_eq!(h["failed_count"], "0");
+    assert!(
+        !h["completed_at"].is_empty() && !h["correlation_id"].is_empty(),
+        "{h:?}"
+    );
+    let details: Value = serde_json::from_str(&h["step_details"]).expect("JSON step_details");
+    assert_eq!(details[0]["job_id"], step.as_str());
+    app.stop().await;
+}

@@ -216,6 +216,7 @@ async fn job_and_workflow_lifecycle_on_the_seed_keys() {
         (hash["type"].as_str(), hash["status"].as_str()),
         ("text-to-image", "pending")
     );
+    assert!(!hash["correlation_id"].is_empty(), "{hash:?}");
     let pending: Vec<(String, f64)> = conn.zrange_withscores("jobs:pending", 0, -1).await.unwrap();
     assert!(pending.contains(&(job_id.clone(), 75.0)), "{pending:?}");
 
@@ -322,6 +323,7 @@ async fn job_and_workflow_lifecycle_on_the_seed_keys() {
         (whash["name"].as_str(), whash["total_steps"].as_str()),
         ("Integration Test Workflow", "2")
     );
+    assert!(!whash["correlation_id"].is_empty(), "{whash:?}");
     let deps: Vec<String> = conn
         .smembers(format!("job:{}:depends_on", jobs[1]))
         .await
