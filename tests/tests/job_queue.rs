@@ -801,6 +801,9 @@ async fn lookups_right_after_creates_never_answer_404(mode: Mode) {
         let a = app.get(&format!("/v1/jobs/{id}")).await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);
         assert_eq!(a.body["status"], "pending");
+        let seed = app.get(&format!("/api/jobs/{id}/status")).await;
+        assert_eq!(seed.status, StatusCode::OK, "{}", seed.body);
+        assert_eq!(seed.body["job"]["status"], "pending");
     }
     for _ in 0..10 {
         let w = app
@@ -820,6 +823,10 @@ async fn lookups_right_after_creates_never_answer_404(mode: Mode) {
             "{}",
             wf.body
         );
+        let seed = app
+            .get(&format!("/api/workflows/{}/status", w.str("workflow_id")))
+            .await;
+        assert_eq!(seed.status, StatusCode::OK, "{}", seed.body);
         for job in w.body["job_ids"].as_array().unwrap() {
             let a = app
                 .get(&format!("/v1/jobs/{}", job.as_str().unwrap()))

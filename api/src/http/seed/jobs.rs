@@ -110,12 +110,15 @@ pub async fn status(
     id: SeedId,
 ) -> Result<Json<SeedJobStatusResponse>, SeedError> {
     let uuid = id.uuid().ok_or_else(|| SeedError::job_not_found(&id.0))?;
-    let job = state
-        .read()
-        .job(uuid)
-        .await
-        .map_err(|e| SeedError::from_service(e, "INTERNAL_ERROR", "Query"))?
-        .ok_or_else(|| SeedError::job_not_found(&id.0))?;
+    let query = |e| SeedError::from_service(e, "INTERNAL_ERROR", "Query");
+    // The read model lags the log: a job it has not seen yet is folded from its stream.
+    let job = match state.read().job(uuid).await.map_err(query)? {
+        Some(job) => Some(job),
+        None => crate::read::fold::job(state.service(), uuid)
+            .await
+            .map_err(query)?,
+    }
+    .ok_or_else(|| SeedError::job_not_found(&id.0))?;
     Ok(Json(SeedJobStatusResponse {
         success: true,
         job: job.into(),

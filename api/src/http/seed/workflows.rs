@@ -129,12 +129,15 @@ pub async fn status(
     let uuid = id
         .uuid()
         .ok_or_else(|| SeedError::workflow_not_found(&id.0))?;
-    let w = state
-        .read()
-        .workflow(uuid)
-        .await
-        .map_err(|e| SeedError::from_service(e, "INTERNAL_ERROR", "Query"))?
-        .ok_or_else(|| SeedError::workflow_not_found(&id.0))?;
+    let query = |e| SeedError::from_service(e, "INTERNAL_ERROR", "Query");
+    // The read model lags the log: a workflow it has not seen yet is folded from its streams.
+    let w = match state.read().workflow(uuid).await.map_err(query)? {
+        Some(w) => Some(w),
+        None => crate::read::fold::workflow(state.service(), uuid)
+            .await
+            .map_err(query)?,
+    }
+    .ok_or_else(|| SeedError::workflow_not_found(&id.0))?;
     Ok(Json(SeedWorkflowStatusResponse {
         success: true,
         workflow: (&w).into(),
