@@ -18,6 +18,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The store's key prefix (also the read-model namespace).
     pub prefix: String,
+    /// The store's partition count.
+    pub partitions: u32,
     server: Option<Server>,
     db: Option<TestDatabase>,
 }
@@ -71,6 +73,7 @@ pub async fn spawn_app_config(test: &str, configure: impl FnOnce(&mut ServeConfi
         ..ServeConfig::default()
     };
     configure(&mut config);
+    let partitions = config.partitions;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -81,6 +84,7 @@ pub async fn spawn_app_config(test: &str, configure: impl FnOnce(&mut ServeConfi
         base: format!("http://{}", server.addr),
         client: reqwest::Client::new(),
         prefix,
+        partitions,
         server: Some(server),
         db: Some(db),
     }
@@ -90,6 +94,21 @@ impl TestApp {
     /// URL of the test's own database (until [`TestApp::stop`]).
     pub fn database_url(&self) -> Option<&str> {
         self.db.as_ref().map(|db| db.url.as_str())
+    }
+
+    /// Another connection to the server's Redis event store, as a second instance (another
+    /// process) would open it.
+    pub async fn connect_store(&self) -> jobsource_eventstore::RedisStore {
+        jobsource_eventstore::RedisStore::connect(
+            &redis_url(),
+            jobsource_eventstore::StoreConfig {
+                prefix: self.prefix.clone(),
+                partitions: self.partitions,
+                ..jobsource_eventstore::StoreConfig::default()
+            },
+        )
+        .await
+        .expect("a second connection to the test's store")
     }
 
     /// Sends a request with optional JSON body and headers.

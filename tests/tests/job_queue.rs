@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use jobsource_api::serve::ServeConfig;
 use jobsource_api::service::{leases, Service};
-use jobsource_eventstore::{EventStore, RedisStore, StoreConfig};
+use jobsource_eventstore::EventStore;
 use jobsource_tests::app::spawn_app_config;
 use jobsource_tests::{redis_url, Answer, TestApp};
 use reqwest::StatusCode;
@@ -644,17 +644,8 @@ async fn two_sweepers_expire_each_lease_once() {
     }
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let instance = || async {
-        let store = RedisStore::connect(
-            &redis_url(),
-            StoreConfig {
-                prefix: app.prefix.clone(),
-                partitions: 4,
-                ..StoreConfig::default()
-            },
-        )
-        .await
-        .expect("store");
-        Arc::new(Service::new(Arc::new(store) as Arc<dyn EventStore>, None))
+        let store: Arc<dyn EventStore> = Arc::new(app.connect_store().await);
+        Arc::new(Service::new(store, None))
     };
     let (a, b) = (instance().await, instance().await);
     let (ea, eb) = tokio::join!(leases::sweep(&a), leases::sweep(&b));
@@ -851,17 +842,7 @@ async fn a_renewal_that_wins_the_race_cancels_the_expiry() {
     let got = claim(&app, "w1", &["upscale"], json!({"lease_seconds": 1})).await;
     assert_eq!(got.status, StatusCode::OK, "{}", got.body);
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let store = RedisStore::connect(
-        &redis_url(),
-        StoreConfig {
-            prefix: app.prefix.clone(),
-            partitions: 4,
-            ..StoreConfig::default()
-        },
-    )
-    .await
-    .expect("store");
-    let store: Arc<dyn EventStore> = Arc::new(store);
+    let store: Arc<dyn EventStore> = Arc::new(app.connect_store().await);
     let p = store.partition_of(&format!("job-{id}"));
     let due = store
         .due_leases(p, jobsource_eventstore::queue::now_ms(), 10)

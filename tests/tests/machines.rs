@@ -45,16 +45,7 @@ fn fields(a: &Answer) -> Vec<String> {
 /// A second "instance" of the service on the same store: its own connection, locks and
 /// heartbeat store, as another process would have.
 async fn instance(app: &TestApp) -> (Arc<Service>, Arc<dyn SeenStore>) {
-    let store = RedisStore::connect(
-        &redis_url(),
-        StoreConfig {
-            prefix: app.prefix.clone(),
-            partitions: 4,
-            ..StoreConfig::default()
-        },
-    )
-    .await
-    .expect("store");
+    let store = app.connect_store().await;
     let seen: Arc<dyn SeenStore> = Arc::new(RedisSeenStore::new(
         store.connection(),
         &app.prefix,
