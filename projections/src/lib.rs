@@ -2,9 +2,13 @@
 //! checkpoints and applies batches to read models, committing rows and checkpoint in one
 //! PostgreSQL transaction, and the read models themselves.
 //!
-//! Today: the runtime, the checkpoints, the migrations and the `archive` projection (the
-//! `events` table). The `redis` and `postgres` read models, rebuilds and the CLI verbs are
-//! the rest of the projections issue.
+//! - [`subscriber`]: the one runtime every consumer of the log runs on (catch-up, tail,
+//!   retries, stalls, resume, stop, status), with status stores for PostgreSQL, Redis and
+//!   memory;
+//! - [`runtime`], [`checkpoint`]: PostgreSQL projections (rows and checkpoint in one
+//!   transaction), [`archive`] and [`postgres`] (the `events` table and the SQL read model);
+//! - [`redis_model`]: the seed's Redis hashes; [`rebuild`], [`redis_rebuild`]: rebuilds
+//!   beside the live models.
 
 pub mod archive;
 pub mod checkpoint;
@@ -17,6 +21,7 @@ pub mod redis_model;
 pub mod redis_rebuild;
 pub mod redis_worker;
 pub mod runtime;
+pub mod subscriber;
 pub mod worker;
 
 pub use archive::Archive;

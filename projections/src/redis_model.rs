@@ -469,6 +469,16 @@ impl RedisReadModel {
         if let Some(u) = until {
             events.retain(|e| e.position.id <= u);
         }
+        self.apply_events(partition, &events).await
+    }
+
+    /// Applies `events` (the next events of `partition`, in log order) and moves the
+    /// checkpoint past the last one; returns how many.
+    pub async fn apply_events(
+        &self,
+        partition: u32,
+        events: &[RecordedEvent],
+    ) -> Result<usize, ProjectionError> {
         let Some(last) = events.last().map(|e| e.position.id) else {
             return Ok(0);
         };
@@ -477,7 +487,7 @@ impl RedisReadModel {
         // entity by the version guards.
         let mut groups: Vec<Group> = Vec::new();
         let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        for e in &events {
+        for e in events {
             if let Some(ops) = self.ops_for(e)? {
                 let v = e.envelope.version;
                 let i = *index.entry(ops.keys[0].clone()).or_insert_with(|| {

@@ -1,10 +1,9 @@
-//! Long-running worker for the `redis` read model: the same contract as the PostgreSQL
-//! worker (catch up, follow the live tail, bounded retries then `stalled` with error and
+//! Long-running worker for the `redis` read model, on the subscriber runtime: the same
+//! contract as the PostgreSQL worker (catch up, follow the live tail, bounded retries then `stalled` with error and
 //! position, outages waited out), with its state kept in Redis next to its checkpoints:
 //! `<rm>:projection:redis:state`, field = partition, value = `stalled\n<position>\n<error>`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use jobsource_eventstore::EventStore;
 use redis::AsyncCommands;
@@ -12,6 +11,8 @@ use tokio::sync::watch;
 
 use crate::error::ProjectionError;
 use crate::redis_model::RedisReadModel;
+use crate::subscriber::redis::{parse, RedisModelHandler, RedisStatusStore};
+use crate::subscriber::{Recorded, Subscriber};
 use crate::worker::WorkerConfig;
 
 fn state_key(model: &RedisReadModel) -> String {
@@ -32,12 +33,9 @@ pub async fn stalled(
         .hget(state_key(model), partition)
         .await
         .map_err(redis_err)?;
-    Ok(v.and_then(|s| {
-        let mut it = s.splitn(3, '\n');
-        match (it.next(), it.next(), it.next()) {
-            (Some("stalled"), Some(p), Some(e)) => Some((p.to_owned(), e.to_owned())),
-            _ => None,
-        }
+    Ok(v.and_then(|s| match parse(&s) {
+        Recorded::Stalled { error, position } => Some((position.unwrap_or_default(), error)),
+        _ => None,
     }))
 }
 
@@ -49,91 +47,21 @@ pub async fn resume(model: &RedisReadModel) -> Result<(), ProjectionError> {
 
 /// Partitions worked on at once: round trips to Redis overlap, which keeps the delay from
 /// an append to its visibility in the model short.
-const PARALLEL_PARTITIONS: usize = 8;
+pub const PARALLEL_PARTITIONS: usize = 8;
 
-/// Runs the model until `shutdown` turns true.
+/// Runs the model on the subscriber runtime until `shutdown` turns true.
 pub async fn run(
     store: Arc<dyn EventStore>,
     model: Arc<RedisReadModel>,
     config: WorkerConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), ProjectionError> {
-    use futures::StreamExt;
-    let mut tail = store.tail(store.head().await?).await?;
-    while !*shutdown.borrow() {
-        let progressed = futures::stream::iter(0..store.partitions())
-            .map(|p| partition_pass(&*store, &model, p, &config))
-            .buffer_unordered(PARALLEL_PARTITIONS)
-            // Every partition's pass runs to its end (no short-circuit: a dropped pass
-            // would just be redone, but it would delay that partition for a round).
-            .fold(false, |any, progressed| async move { any || progressed })
-            .await;
-        if !progressed {
-            crate::runtime::wait_for_append(
-                &*store,
-                &mut tail,
-                &mut shutdown,
-                Duration::from_secs(1),
-            )
-            .await;
-        }
-    }
+    let subscriber = Arc::new(Subscriber::new(
+        Arc::new(RedisModelHandler::new(model.clone())),
+        store,
+        Arc::new(RedisStatusStore::for_model(&model)),
+        config.subscriber(PARALLEL_PARTITIONS),
+    ));
+    subscriber.run(shutdown).await;
     Ok(())
-}
-
-/// One batch of partition `p` (with bounded retries, then a recorded stall); returns
-/// whether it applied anything.
-async fn partition_pass(
-    store: &dyn EventStore,
-    model: &RedisReadModel,
-    p: u32,
-    config: &WorkerConfig,
-) -> bool {
-    match stalled(model, p).await {
-        Ok(Some(_)) => return false,
-        Ok(None) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "redis read model state unavailable; waiting");
-            tokio::time::sleep(config.backoff).await;
-            return false;
-        }
-    }
-    let mut delay = config.backoff;
-    let mut attempt = 1;
-    loop {
-        let started = std::time::Instant::now();
-        match model.run_batch(store, p, config.batch).await {
-            Ok(n) => {
-                if n > 0 {
-                    metrics::histogram!(crate::worker::BATCH_DURATION, "projection" => "redis")
-                        .record(started.elapsed());
-                }
-                return n > 0;
-            }
-            Err(e) if e.is_transient() => {
-                tracing::warn!(partition = p, error = %e, "backend unavailable; waiting");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) if attempt < config.max_attempts => {
-                tracing::warn!(partition = p, attempt, error = %e, "batch failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-            Err(e) => {
-                let at = match &e {
-                    ProjectionError::Apply { position, .. } => position.clone(),
-                    _ => String::new(),
-                };
-                tracing::error!(partition = p, error = %e, position = %at,
-                    "redis read model stalled");
-                let mut conn = model.connection();
-                let _: Result<(), _> = conn
-                    .hset(state_key(model), p, format!("stalled\n{at}\n{e}"))
-                    .await;
-                return false;
-            }
-        }
-    }
 }

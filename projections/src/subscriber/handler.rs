@@ -1,0 +1,91 @@
+//! What a consumer implements to run on the subscriber runtime.
+
+use async_trait::async_trait;
+use jobsource_eventstore::{LogId, RecordedEvent, StoreError};
+
+use crate::error::ProjectionError;
+
+/// A consumer of the event log, driven by a [`crate::subscriber::Subscriber`].
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// The consumer's name in status, metrics, the CLI and the API (`archive`, `redis`, ...).
+    fn name(&self) -> &str;
+
+    /// The log id of `partition` after which the consumer continues (`0-0` at the start).
+    async fn checkpoint(&self, partition: u32) -> Result<LogId, HandlerError>;
+
+    /// Applies `events`, the next events of `partition` after `after`, in log order, and
+    /// moves the checkpoint past the last one applied: in the same transaction or script as
+    /// the effects where the backend allows, else after them (the effects are then
+    /// idempotent, so a crash in between only redelivers).
+    ///
+    /// A handler may save the progress of a prefix and then fail; the runtime reads the
+    /// checkpoint again before it retries. [`Outcome::Moved`] says the checkpoint was no
+    /// longer `after` (another worker applied the batch): nothing was written.
+    async fn apply(
+        &self,
+        partition: u32,
+        after: LogId,
+        events: &[RecordedEvent],
+    ) -> Result<Outcome, HandlerError>;
+}
+
+/// What became of a batch that did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied, checkpoint moved.
+    Applied,
+    /// The checkpoint had moved meanwhile; nothing was written.
+    Moved,
+}
+
+/// Why a batch did not apply.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HandlerError {
+    /// A backend cannot be reached: waited out, never a reason to stall.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The batch failed: retried a bounded number of times, then the partition stalls.
+    #[error("{message}")]
+    Failed {
+        /// What went wrong.
+        message: String,
+        /// Where, when the handler knows (else the batch's first event is shown).
+        position: Option<String>,
+    },
+}
+
+impl HandlerError {
+    /// A failure at an unknown position.
+    pub fn failed(message: impl Into<String>) -> Self {
+        HandlerError::Failed {
+            message: message.into(),
+            position: None,
+        }
+    }
+}
+
+impl From<ProjectionError> for HandlerError {
+    fn from(e: ProjectionError) -> Self {
+        if e.is_transient() {
+            return HandlerError::Unavailable(e.to_string());
+        }
+        match e {
+            ProjectionError::Apply { position, message } => HandlerError::Failed {
+                message: format!("cannot apply event at {position}: {message}"),
+                position: Some(position),
+            },
+            other => HandlerError::failed(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            HandlerError::Unavailable(e.to_string())
+        } else {
+            HandlerError::failed(e.to_string())
+        }
+    }
+}
