@@ -14,7 +14,7 @@ use jobsource_eventstore::typed::{from_envelope, EventPayload};
 use jobsource_eventstore::{Idempotency, RecordedEvent};
 use uuid::Uuid;
 
-use super::Orchestrator;
+use super::Reactor;
 use crate::service::{fingerprint, step_submissions, CommandContext, ServiceError};
 
 /// Event types the orchestrator reacts to; everything else only moves the checkpoint.
@@ -98,7 +98,7 @@ fn settled<T>(
     }
 }
 
-impl Orchestrator {
+impl Reactor {
     /// Runs the reactions to one event. Errors are returned untouched; the caller decides
     /// between waiting (transient), retrying and stalling.
     pub(super) async fn react(&self, event: &RecordedEvent) -> Result<(), ServiceError> {
