@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod catalog;
+pub mod consumers;
 pub mod cli;
 pub mod http;
 pub mod live;

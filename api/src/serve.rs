@@ -17,20 +17,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jobsource_eventstore::{EventStore, MemoryStore, RedisStore, StoreConfig, StoreError};
-use jobsource_projections::worker::{self, WorkerConfig};
-use jobsource_projections::{
-    redis_worker, Archive, PostgresReadModel, ProjectionError, RedisReadModel,
-};
+use jobsource_projections::worker::WorkerConfig;
+use jobsource_projections::{ProjectionError, RedisReadModel};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::http::{app, AppState, HttpConfig, StatusSource};
-use crate::orchestrator::{MemoryOrchestratorState, Orchestrator, RedisOrchestratorState};
+use crate::consumers::{Consumers, DurableParts};
+use crate::http::{app, AppState, HttpConfig};
 use crate::read::full::FullReadSide;
 use crate::read::memory::MemoryReadModel;
-use crate::read::{ProjectionStatus, ReadSide};
+use crate::read::ReadSide;
 use crate::service::Service;
 
 /// Everything `serve` is configured with.
@@ -135,26 +133,6 @@ pub struct Server {
     workers: Vec<JoinHandle<()>>,
 }
 
-#[async_trait::async_trait]
-impl StatusSource for Orchestrator {
-    async fn status_rows(&self) -> Vec<ProjectionStatus> {
-        self.status()
-            .await
-            .into_iter()
-            .map(
-                |(partition, checkpoint, state, last_error)| ProjectionStatus {
-                    projection: "orchestrator".into(),
-                    partition,
-                    checkpoint,
-                    lag: 0,
-                    state,
-                    last_error,
-                },
-            )
-            .collect()
-    }
-}
-
 impl Server {
     /// Starts everything and begins serving.
     pub async fn start(config: ServeConfig) -> Result<Server, ServeError> {
@@ -192,7 +170,7 @@ impl Server {
         };
         let (stop_workers, workers_rx) = watch::channel(false);
         let mut workers = Vec::new();
-        let (state, orchestrator) = match &config.redis_url {
+        let (state, consumers) = match &config.redis_url {
             None => {
                 tracing::warn!(
                     "embedded mode: in-memory event store and read models; NOTHING PERSISTS \
@@ -209,33 +187,20 @@ impl Server {
                     Service::new(store.clone(), catalog).with_queue_config(config.queue.clone()),
                 );
                 let model = MemoryReadModel::new(store.clone());
-                workers.push(tokio::spawn(model.clone().run(workers_rx.clone())));
                 let deliveries: Arc<dyn crate::webhooks::DeliveryStore> =
                     Arc::new(crate::webhooks::memory::MemoryDeliveryStore::new());
-                let enqueuer = Arc::new(crate::webhooks::memory::MemoryEnqueuer::new(
-                    store.clone(),
-                    deliveries.clone(),
-                    config.webhooks.batch,
-                ));
-                workers.push(tokio::spawn(enqueuer.clone().run(workers_rx.clone())));
-                let orchestrator = Arc::new(Orchestrator::new(
+                let consumers = Arc::new(Consumers::embedded(
                     service.clone(),
-                    Arc::new(MemoryOrchestratorState::default()),
+                    model.clone(),
+                    deliveries.clone(),
+                    &config.worker,
                 ));
                 let read: Arc<dyn ReadSide> = model;
                 (
-                    AppState::new(
-                        service,
-                        read,
-                        vec![
-                            orchestrator.clone() as Arc<dyn StatusSource>,
-                            enqueuer as Arc<dyn StatusSource>,
-                        ],
-                        config.http.clone(),
-                    )
-                    .with_webhooks(deliveries)
-                    .with_seen(Arc::new(crate::service::machines::MemorySeenStore::new())),
-                    orchestrator,
+                    AppState::new(service, read, Vec::new(), config.http.clone())
+                        .with_webhooks(deliveries)
+                        .with_seen(Arc::new(crate::service::machines::MemorySeenStore::new())),
+                    consumers,
                 )
             }
             Some(redis_url) => {
@@ -269,41 +234,7 @@ impl Server {
                 let service = Arc::new(
                     Service::new(store.clone(), catalog).with_queue_config(config.queue.clone()),
                 );
-                for projection in [
-                    Arc::new(Archive) as Arc<dyn jobsource_projections::PgProjection>,
-                    Arc::new(PostgresReadModel),
-                    Arc::new(crate::webhooks::postgres::WebhookProjection::new(
-                        store.clone(),
-                    )),
-                ] {
-                    let (store, pool, cfg, rx) = (
-                        store.clone(),
-                        pool.clone(),
-                        config.worker.clone(),
-                        workers_rx.clone(),
-                    );
-                    let name = projection.name().to_owned();
-                    workers.push(tokio::spawn(async move {
-                        if let Err(e) = worker::run(store, pool, projection, cfg, rx).await {
-                            tracing::error!(projection = %name, error = %e, "projection worker stopped");
-                        }
-                    }));
-                }
-                {
-                    let (store, model, cfg, rx) = (
-                        store.clone(),
-                        model.clone(),
-                        config.worker.clone(),
-                        workers_rx.clone(),
-                    );
-                    workers.push(tokio::spawn(async move {
-                        if let Err(e) = redis_worker::run(store, model, cfg, rx).await {
-                            tracing::error!(projection = "redis", error = %e, "projection worker stopped");
-                        }
-                    }));
-                }
-                let mut background: Vec<Arc<dyn StatusSource>> = Vec::new();
-                if config.seed_bus {
+                let seed_bus = config.seed_bus.then(|| {
                     // A non-empty read prefix namespaces the seed-facing keys; the bus
                     // follows it (unset or empty: the seed's bare channel and stream names).
                     let namespace = config
@@ -311,7 +242,7 @@ impl Server {
                         .clone()
                         .filter(|p| !p.is_empty())
                         .unwrap_or_default();
-                    let bus = Arc::new(crate::seed_bus::SeedBus::new(
+                    Arc::new(crate::seed_bus::SeedBus::new(
                         store.clone(),
                         conn.clone(),
                         &config.prefix,
@@ -320,29 +251,33 @@ impl Server {
                             namespace,
                             ..crate::seed_bus::SeedBusConfig::default()
                         },
-                    ));
-                    workers.push(tokio::spawn(bus.clone().run(workers_rx.clone())));
-                    background.push(bus);
-                }
-                let orchestrator = Arc::new(Orchestrator::new(
-                    service.clone(),
-                    Arc::new(RedisOrchestratorState::new(conn, &config.prefix)),
-                ));
-                background.insert(0, orchestrator.clone() as Arc<dyn StatusSource>);
+                    ))
+                });
+                let consumers = Arc::new(Consumers::durable(DurableParts {
+                    store: store.clone(),
+                    conn: conn.clone(),
+                    prefix: config.prefix.clone(),
+                    pool: pool.clone(),
+                    model: model.clone(),
+                    service: service.clone(),
+                    worker: config.worker.clone(),
+                    seed_bus,
+                }));
                 let deliveries = Arc::new(crate::webhooks::postgres::PgDeliveryStore::new(
                     pool.clone(),
                 ));
                 let read: Arc<dyn ReadSide> =
                     Arc::new(FullReadSide::new(store.clone(), model, pool));
                 (
-                    AppState::new(service, read, background, config.http.clone())
+                    AppState::new(service, read, Vec::new(), config.http.clone())
                         .with_webhooks(deliveries)
                         .with_seen(seen),
-                    orchestrator,
+                    consumers,
                 )
             }
         };
-        workers.push(tokio::spawn(orchestrator.run(workers_rx.clone())));
+        workers.extend(consumers.spawn(&workers_rx));
+        let state = state.with_consumers(consumers);
         let sweeper = crate::service::machines::sweeper::Sweeper::new(
             state.service().clone(),
             state.seen().clone(),
@@ -422,8 +357,7 @@ impl Server {
 /// Refreshes the projection lag and stall gauges every few seconds.
 async fn sample_status(state: AppState, mut shutdown: watch::Receiver<bool>) {
     while !*shutdown.borrow() {
-        if let Ok(mut rows) = state.read().projections().await {
-            rows.extend(state.orchestrator_status().await);
+        if let Ok(rows) = state.projection_status().await {
             crate::metrics::record_status(&rows);
         }
         tokio::select! {

@@ -1,14 +1,22 @@
-//! `jobsource projections ...`: status and resume of the PostgreSQL projections.
+//! `jobsource projections ...`: status and resume of every consumer (through the same
+//! registry `serve` runs), catch-up, rebuild and verify of the projections.
+
+use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use jobsource_projections::worker;
+use jobsource_eventstore::EventStore;
+use jobsource_projections::worker::WorkerConfig;
+use jobsource_projections::RedisReadModel;
+
+use crate::consumers::{Consumers, DurableParts};
+use crate::service::Service;
 
 use super::StoreArgs;
 
 /// `jobsource projections` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
-    /// Checkpoint, lag, state and last error per projection and partition.
+    /// Checkpoint, lag, state and last error per consumer and partition.
     Status(DbArgs),
     /// Apply every event after the checkpoints once, then exit.
     CatchUp {
@@ -36,9 +44,11 @@ pub enum ProjectionsCommand {
         #[command(flatten)]
         db: DbArgs,
     },
-    /// Clear the stall of a projection after its cause is fixed.
+    /// Clear the stalls of a consumer after their cause is fixed; a running `serve` picks
+    /// it up within about a second.
     Resume {
-        /// Projection name (`archive`, `postgres`).
+        /// Consumer name (`archive`, `postgres`, `redis`, `webhooks`, `orchestrator`,
+        /// `seed_bus`).
         name: String,
         #[command(flatten)]
         db: DbArgs,
@@ -56,6 +66,10 @@ pub struct DbArgs {
     /// Namespace of the Redis read model (default: the prefix; empty: bare seed keys).
     #[arg(long, env = "JOBSOURCE_READ_PREFIX")]
     read_prefix: Option<String>,
+    /// Include the seed message bus bridge (`seed_bus`) in status and resume.
+    #[arg(long, env = "JOBSOURCE_SEED_BUS", default_value_t = false,
+        action = clap::ArgAction::Set)]
+    seed_bus: bool,
 }
 
 impl DbArgs {
@@ -70,6 +84,34 @@ impl DbArgs {
             .clone()
             .unwrap_or_else(|| self.store.prefix.clone())
     }
+}
+
+/// The registry of the durable deployment's consumers, as `serve` builds it.
+async fn registry(db: &DbArgs) -> anyhow::Result<Consumers> {
+    let store = db.store.connect().await?;
+    let conn = store.connection();
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let pool = pool(db.database_url()?).await?;
+    jobsource_projections::migrate::migrate(&pool).await?;
+    let model = Arc::new(RedisReadModel::new(conn.clone(), &db.read_prefix()));
+    let seed_bus = db.seed_bus.then(|| {
+        Arc::new(crate::seed_bus::SeedBus::new(
+            store.clone(),
+            conn.clone(),
+            &db.store.prefix,
+            crate::seed_bus::SeedBusConfig::default(),
+        ))
+    });
+    Ok(Consumers::durable(DurableParts {
+        store: store.clone(),
+        conn,
+        prefix: db.store.prefix.clone(),
+        pool,
+        model,
+        service: Arc::new(Service::new(store, None)),
+        worker: WorkerConfig::default(),
+        seed_bus,
+    }))
 }
 
 fn bar(name: &str) -> anyhow::Result<indicatif::ProgressBar> {
@@ -111,12 +153,10 @@ fn by_name(name: &str) -> anyhow::Result<Box<dyn jobsource_projections::PgProjec
 pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
     match command {
         ProjectionsCommand::Status(db) => {
-            let store = db.store.connect().await?;
-            let pool = pool(db.database_url()?).await?;
-            let rows = worker::status(&store, &pool, 10_000).await?;
+            let rows = registry(&db).await?.status(10_000).await;
             println!(
                 "{:<12} {:>4} {:<26} {:>7} {:<9} last error",
-                "projection", "part", "checkpoint", "lag", "state"
+                "consumer", "part", "checkpoint", "lag", "state"
             );
             for r in rows {
                 let lag = if r.lag >= 10_000 {
@@ -131,11 +171,7 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
                     r.checkpoint,
                     lag,
                     r.state,
-                    match (r.last_error, r.error_position) {
-                        (Some(e), Some(p)) => format!("{e} (at {p})"),
-                        (Some(e), None) => e,
-                        _ => String::new(),
-                    }
+                    r.last_error.unwrap_or_default()
                 );
             }
             Ok(())
@@ -236,8 +272,7 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
             anyhow::bail!("{name}: {} difference(s) (first shown)", diffs.len())
         }
         ProjectionsCommand::Resume { name, db } => {
-            let pool = pool(db.database_url()?).await?;
-            let n = worker::resume(&pool, &name).await?;
+            let n = registry(&db).await?.resume(&name).await?;
             println!("{name}: {n} stalled partition(s) resumed");
             Ok(())
         }

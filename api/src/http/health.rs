@@ -57,8 +57,8 @@ async fn check(state: &AppState) -> (bool, Health) {
     checks.insert("job_service".into(), service(healthy));
     checks.insert("workflow_service".into(), service(healthy));
     let mut projections = BTreeMap::<String, String>::new();
-    if let Ok(rows) = state.read().projections().await {
-        for row in rows.into_iter().chain(state.orchestrator_status().await) {
+    if let Ok(rows) = state.projection_status().await {
+        for row in rows {
             let slot = projections
                 .entry(row.projection)
                 .or_insert_with(|| "running".into());

@@ -31,6 +31,9 @@ use self::extract::CorrelationId;
 use crate::read::{ProjectionStatus, ReadSide};
 use crate::service::Service;
 
+/// Lag counted in status rows before it shows as the cap.
+const LAG_CAP: usize = 10_000;
+
 /// HTTP settings.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -61,6 +64,7 @@ struct Inner {
     webhooks: std::sync::OnceLock<Arc<dyn crate::webhooks::DeliveryStore>>,
     live: std::sync::OnceLock<Arc<crate::live::LiveFeed>>,
     seen: std::sync::OnceLock<Arc<dyn crate::service::machines::SeenStore>>,
+    consumers: std::sync::OnceLock<Arc<crate::consumers::Consumers>>,
 }
 
 /// What every handler can reach.
@@ -87,6 +91,7 @@ impl AppState {
                 webhooks: std::sync::OnceLock::new(),
                 live: std::sync::OnceLock::new(),
                 seen: std::sync::OnceLock::new(),
+                consumers: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -157,6 +162,45 @@ impl AppState {
     /// Whether [`AppState::begin_shutdown`] was called.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Attaches the registry of consumers (status and resume of every subscriber). Set
+    /// once.
+    pub fn with_consumers(self, consumers: Arc<crate::consumers::Consumers>) -> Self {
+        if self.inner.consumers.set(consumers).is_err() {
+            tracing::warn!("consumer registry already attached; keeping the first");
+        }
+        self
+    }
+
+    /// The registry of consumers, when attached.
+    pub fn consumers(&self) -> Option<&Arc<crate::consumers::Consumers>> {
+        self.inner.consumers.get()
+    }
+
+    /// Status of every consumer per partition: from the registry when attached (else the
+    /// read side's and the background subscribers' own rows), with the progress of the
+    /// rebuilds running in this process.
+    pub async fn projection_status(
+        &self,
+    ) -> Result<Vec<ProjectionStatus>, crate::service::ServiceError> {
+        let mut rows = match self.consumers() {
+            Some(c) => c.status(LAG_CAP).await,
+            None => {
+                let mut rows = self.read().projections().await?;
+                rows.extend(self.orchestrator_status().await);
+                rows
+            }
+        };
+        for (name, progress) in self.read().rebuilds() {
+            for row in rows.iter_mut().filter(|r| r.projection == name) {
+                if row.state != "stalled" {
+                    row.state = "rebuilding".into();
+                }
+                row.rebuild = Some(progress.clone());
+            }
+        }
+        Ok(rows)
     }
 
     /// Status rows of the background subscribers (orchestrator, ...).

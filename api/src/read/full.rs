@@ -29,9 +29,9 @@
 //! rebuild starts over from that offset (an unfinished shadow model is dropped). The
 //! `redis` projection has no rebuild yet, over the API or the CLI.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,6 +46,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::machine_view::{MachineQuery, MachineView, MACHINE_COLUMNS};
+use super::rebuilds::{RebuildStatus, RebuildTracker};
 use super::view::{progress_percentage, timestamp};
 use super::{
     JobQuery, JobStats, JobView, Model, Page, PendingEntry, ProjectionStatus, ReadSide, StepView,
@@ -82,7 +83,7 @@ pub struct FullReadSide {
     redis: Arc<RedisReadModel>,
     pool: PgPool,
     /// Projections with a rebuild running in this process.
-    rebuilds: Arc<Mutex<HashSet<&'static str>>>,
+    rebuilds: RebuildTracker,
 }
 
 impl FullReadSide {
@@ -93,17 +94,14 @@ impl FullReadSide {
             store,
             redis: redis_model,
             pool,
-            rebuilds: Arc::new(Mutex::new(HashSet::new())),
+            rebuilds: RebuildTracker::new(),
         }
     }
 
     /// True while a rebuild of projection `name` started by [`ReadSide::rebuild`] on this
     /// value is running.
     pub fn is_rebuilding(&self, name: &str) -> bool {
-        self.rebuilds
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(name)
+        self.rebuilds.is_running(name)
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -220,35 +218,25 @@ impl FullReadSide {
     /// Starts a background rebuild of the `redis` model (new key generation, swap).
     async fn rebuild_redis(&self, from: Offset) -> Result<(), ServiceError> {
         let start = self.store.resolve(&from).await?;
-        if !self
-            .rebuilds
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert("redis")
-        {
+        let Some(guard) = self.rebuilds.begin("redis") else {
             return Err(ServiceError::bad_request(
                 "name",
                 "a rebuild of redis is already running",
             ));
-        }
-        let guard = RebuildGuard {
-            rebuilds: self.rebuilds.clone(),
-            name: "redis",
         };
         let (store, conn) = (self.store.clone(), self.conn());
         let rm = self.redis.keys().namespace().to_owned();
         tracing::info!(projection = "redis", from = %from, "rebuild started");
         tokio::spawn(async move {
-            let _guard = guard;
             let begun = std::time::Instant::now();
-            let no_progress = |_: u64, _: u64| {};
+            let progress = |done: u64, total: u64| guard.progress(done, total);
             match jobsource_projections::redis_rebuild::rebuild(
                 &*store,
                 conn,
                 &rm,
                 Some(start),
                 REBUILD_BATCH,
-                &no_progress,
+                &progress,
             )
             .await
             {
@@ -291,6 +279,7 @@ impl FullReadSide {
                 }
                 .into(),
                 last_error: stall.map(|(position, error)| with_position(error, Some(position))),
+                rebuild: None,
             });
         }
         Ok(out)
@@ -528,20 +517,6 @@ fn workflow_from_row(row: &PgRow) -> Result<WorkflowView, ServiceError> {
     })
 }
 
-/// Removes a projection from the running rebuilds when the rebuild task ends (or panics).
-struct RebuildGuard {
-    rebuilds: Arc<Mutex<HashSet<&'static str>>>,
-    name: &'static str,
-}
-
-impl Drop for RebuildGuard {
-    fn drop(&mut self) {
-        self.rebuilds
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(self.name);
-    }
-}
 
 fn pg_projection(name: &str) -> Option<(&'static str, Box<dyn PgProjection>)> {
     match name {
@@ -880,6 +855,7 @@ impl ReadSide for FullReadSide {
                 lag: r.lag,
                 state: r.state,
                 last_error: r.last_error.map(|e| with_position(e, r.error_position)),
+                rebuild: None,
             })
             .collect();
         // A PostgreSQL projection gets its checkpoint row with its first applied batch, so
@@ -898,6 +874,7 @@ impl ReadSide for FullReadSide {
                     lag: self.lag(p, LogId::ZERO, &head).await,
                     state: "running".into(),
                     last_error: None,
+                    rebuild: None,
                 });
             }
         }
@@ -906,6 +883,10 @@ impl ReadSide for FullReadSide {
             (a.projection.as_str(), a.partition).cmp(&(b.projection.as_str(), b.partition))
         });
         Ok(out)
+    }
+
+    fn rebuilds(&self) -> Vec<(String, RebuildStatus)> {
+        self.rebuilds.snapshot()
     }
 
     async fn rebuild(&self, name: &str, from: Offset) -> Result<(), ServiceError> {
@@ -922,35 +903,25 @@ impl ReadSide for FullReadSide {
             ));
         };
         let start = self.store.resolve(&from).await?;
-        if !self
-            .rebuilds
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(name)
-        {
+        let Some(guard) = self.rebuilds.begin(name) else {
             return Err(ServiceError::bad_request(
                 "name",
                 format!("a rebuild of {name} is already running"),
             ));
-        }
-        let guard = RebuildGuard {
-            rebuilds: self.rebuilds.clone(),
-            name,
         };
         let store = self.store.clone();
         let pool = self.pool.clone();
         tracing::info!(projection = name, from = %from, "rebuild started");
         tokio::spawn(async move {
-            let _guard = guard;
             let begun = std::time::Instant::now();
-            let no_progress = |_: u64, _: u64| {};
+            let progress = |done: u64, total: u64| guard.progress(done, total);
             match jobsource_projections::rebuild::rebuild(
                 &*store,
                 &pool,
                 &*projection,
                 Some(start),
                 REBUILD_BATCH,
-                &no_progress,
+                &progress,
             )
             .await
             {

@@ -16,7 +16,10 @@ use jobsource_domain::job::{Job, JobEvent, JobStatus};
 use jobsource_domain::machine::MachineEvent;
 use jobsource_domain::workflow::{Workflow, WorkflowEvent};
 use jobsource_eventstore::typed::from_envelope;
-use jobsource_eventstore::{Cursor, EventStore, Offset, Position, RecordedEvent};
+use jobsource_eventstore::{Cursor, EventStore, LogId, Offset, Position, RecordedEvent};
+use jobsource_projections::subscriber::{
+    Handler, HandlerError, MemoryStatusStore, Outcome, Subscriber, SubscriberConfig,
+};
 use tokio::sync::{watch, RwLock};
 use uuid::Uuid;
 
@@ -27,6 +30,9 @@ use super::{
     WorkflowQuery, WorkflowStats,
 };
 use crate::service::ServiceError;
+
+/// The consumer's name in status and the API.
+pub const NAME: &str = "memory";
 
 /// Events applied per lock acquisition.
 const BATCH: usize = 1000;
@@ -46,7 +52,6 @@ struct State {
     workflows: BTreeMap<Uuid, WorkflowEntry>,
     pending: BTreeSet<(Reverse<u8>, Uuid)>,
     machines: BTreeMap<String, MachineEntry>,
-    last_error: Option<String>,
 }
 
 impl State {
@@ -58,16 +63,17 @@ impl State {
             workflows: BTreeMap::new(),
             pending: BTreeSet::new(),
             machines: BTreeMap::new(),
-            last_error: None,
         }
     }
 
-    fn apply(&mut self, e: &RecordedEvent) {
+    /// Applies one event; an event that cannot be decoded is refused (the checkpoint stays
+    /// before it, so the runtime stalls the partition there instead of skipping it).
+    fn apply(&mut self, e: &RecordedEvent) -> Result<(), String> {
         let env = &e.envelope;
         if env.stream.starts_with("job-") {
             match from_envelope::<JobEvent>(env) {
                 Ok(event) => self.apply_job(&event, env.version, env.occurred_at),
-                Err(err) => self.decode_failed(e, &err.to_string()),
+                Err(err) => return Err(err.to_string()),
             }
         } else if env.stream.starts_with("workflow-") {
             match from_envelope::<WorkflowEvent>(env) {
@@ -83,7 +89,7 @@ impl State {
                         }
                     }
                 }
-                Err(err) => self.decode_failed(e, &err.to_string()),
+                Err(err) => return Err(err.to_string()),
             }
         } else if env.stream.starts_with("machine-") {
             match from_envelope::<MachineEvent>(env) {
@@ -92,20 +98,14 @@ impl State {
                     .entry(event.machine_id().to_owned())
                     .or_default()
                     .apply(&event, env.version, env.occurred_at),
-                Err(err) => self.decode_failed(e, &err.to_string()),
+                Err(err) => return Err(err.to_string()),
             }
         }
         self.checkpoint.advance(e.position);
         if let Some(n) = self.applied.get_mut(e.position.partition as usize) {
             *n += 1;
         }
-    }
-
-    fn decode_failed(&mut self, e: &RecordedEvent, message: &str) {
-        // The in-memory store holds what this process wrote, so this is a bug, not data:
-        // keep it visible in the projection status rather than stopping the dev server.
-        tracing::error!(position = %e.position, error = message, "embedded read model cannot decode an event");
-        self.last_error = Some(format!("{}: {message}", e.position));
+        Ok(())
     }
 
     fn apply_job(&mut self, event: &JobEvent, version: u64, at: DateTime<Utc>) {
@@ -164,7 +164,7 @@ fn workflow_id(event: &WorkflowEvent) -> Uuid {
 pub struct MemoryReadModel {
     store: Arc<dyn EventStore>,
     state: RwLock<State>,
-    rebuilding: std::sync::atomic::AtomicBool,
+    rebuilds: super::rebuilds::RebuildTracker,
 }
 
 impl MemoryReadModel {
@@ -174,7 +174,7 @@ impl MemoryReadModel {
         Arc::new(MemoryReadModel {
             state: RwLock::new(State::new(p, Cursor::start(p))),
             store,
-            rebuilding: std::sync::atomic::AtomicBool::new(false),
+            rebuilds: super::rebuilds::RebuildTracker::new(),
         })
     }
 
@@ -191,42 +191,55 @@ impl MemoryReadModel {
         }
     }
 
-    /// Feeds the model until `shutdown` turns true.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut tail = match self
-            .store
-            .tail(
-                self.store
-                    .head()
-                    .await
-                    .unwrap_or_else(|_| Cursor::start(self.store.partitions())),
-            )
-            .await
-        {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "embedded read model cannot follow the log");
-                return;
-            }
-        };
-        while !*shutdown.borrow() {
-            match self.catch_up().await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "embedded read model batch failed"),
-            }
-            jobsource_projections::runtime::wait_for_append(
-                &*self.store,
-                &mut tail,
-                &mut shutdown,
-                Duration::from_millis(500),
-            )
-            .await;
-        }
+    /// Feeds the model on the subscriber runtime until `shutdown` turns true (stalls kept
+    /// in memory). `serve` builds the subscriber itself, to show it in the status.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let store = self.store.clone();
+        Arc::new(Subscriber::new(
+            self,
+            store,
+            Arc::new(MemoryStatusStore::new()),
+            SubscriberConfig {
+                batch: BATCH,
+                idle_wait: Duration::from_millis(500),
+                ..SubscriberConfig::default()
+            },
+        ))
+        .run(shutdown)
+        .await;
     }
 }
 
-/// Applies one batch per partition into `state`; returns the events applied.
+#[async_trait]
+impl Handler for MemoryReadModel {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn checkpoint(&self, partition: u32) -> Result<LogId, HandlerError> {
+        Ok(self.state.read().await.checkpoint.after(partition))
+    }
+
+    async fn apply(
+        &self,
+        partition: u32,
+        after: LogId,
+        events: &[RecordedEvent],
+    ) -> Result<Outcome, HandlerError> {
+        let mut state = self.state.write().await;
+        if state.checkpoint.after(partition) != after {
+            return Ok(Outcome::Moved);
+        }
+        for e in events {
+            state.apply(e).map_err(|message| HandlerError::Failed {
+                message: format!("cannot decode the event: {message}"),
+                position: Some(e.position.to_string()),
+            })?;
+        }
+        Ok(Outcome::Applied)
+    }
+}
+
 async fn catch_up_state(store: &dyn EventStore, state: &mut State) -> Result<usize, ServiceError> {
     let mut n = 0;
     for p in 0..store.partitions() {
@@ -235,7 +248,9 @@ async fn catch_up_state(store: &dyn EventStore, state: &mut State) -> Result<usi
             .await?;
         n += batch.len();
         for e in &batch {
-            state.apply(e);
+            state.apply(e).map_err(|message| {
+                ServiceError::Internal(format!("cannot apply the event at {}: {message}", e.position))
+            })?;
         }
     }
     Ok(n)
@@ -408,7 +423,7 @@ impl ReadSide for MemoryReadModel {
     }
 
     async fn projections(&self) -> Result<Vec<ProjectionStatus>, ServiceError> {
-        let rebuilding = self.rebuilding.load(std::sync::atomic::Ordering::Relaxed);
+        let rebuilding = self.rebuilds.is_running(NAME);
         let state = self.state.read().await;
         let mut out = Vec::new();
         for p in 0..self.store.partitions() {
@@ -420,7 +435,8 @@ impl ReadSide for MemoryReadModel {
                 checkpoint: Position::new(p, state.checkpoint.after(p)).to_string(),
                 lag: len.saturating_sub(applied),
                 state: if rebuilding { "rebuilding" } else { "running" }.into(),
-                last_error: state.last_error.clone(),
+                last_error: None,
+                rebuild: None,
             });
         }
         Ok(out)
@@ -434,22 +450,36 @@ impl ReadSide for MemoryReadModel {
             ));
         }
         let start = self.store.resolve(&from).await?;
-        self.rebuilding
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let Some(guard) = self.rebuilds.begin(NAME) else {
+            return Err(ServiceError::bad_request(
+                "name",
+                "a rebuild of memory is already running",
+            ));
+        };
+        let mut total = 0;
+        for p in 0..self.store.partitions() {
+            total += self.store.partition_len(p).await?;
+        }
         // Build beside the live state, then catch up under the lock and swap: readers
         // see either the old model or the complete new one.
         let mut fresh = State::new(self.store.partitions(), start);
-        let built = async {
-            while catch_up_state(&*self.store, &mut fresh).await? > 0 {}
-            let mut live = self.state.write().await;
-            while catch_up_state(&*self.store, &mut fresh).await? > 0 {}
-            *live = fresh;
-            Ok::<(), ServiceError>(())
+        let mut done = 0;
+        loop {
+            let n = catch_up_state(&*self.store, &mut fresh).await? as u64;
+            done += n;
+            guard.progress(done, total.max(done));
+            if n == 0 {
+                break;
+            }
         }
-        .await;
-        self.rebuilding
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        built
+        let mut live = self.state.write().await;
+        while catch_up_state(&*self.store, &mut fresh).await? > 0 {}
+        *live = fresh;
+        Ok(())
+    }
+
+    fn rebuilds(&self) -> Vec<(String, super::rebuilds::RebuildStatus)> {
+        self.rebuilds.snapshot()
     }
 
     async fn queue_counts(&self) -> Result<super::QueueCounts, ServiceError> {

@@ -12,6 +12,7 @@ pub mod fold;
 pub mod full;
 pub mod machine_view;
 pub mod memory;
+pub mod rebuilds;
 pub mod view;
 
 use std::time::Duration;
@@ -107,6 +108,11 @@ pub trait ReadSide: Send + Sync + 'static {
 
     /// Status of every projection per partition.
     async fn projections(&self) -> Result<Vec<ProjectionStatus>, ServiceError>;
+
+    /// Progress of the rebuilds this read side runs (none by default).
+    fn rebuilds(&self) -> Vec<(String, rebuilds::RebuildStatus)> {
+        Vec::new()
+    }
 
     /// Starts rebuilding projection `name` from `from` in the background (the live model
     /// keeps serving until the swap). Unknown names are a 404-style validation error.

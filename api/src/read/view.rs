@@ -421,4 +421,7 @@ pub struct ProjectionStatus {
     pub state: String,
     /// Why it stalled.
     pub last_error: Option<String>,
+    /// During a rebuild: `events_done`, `events_total`, `events_per_sec`, `eta_seconds`.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<super::rebuilds::RebuildStatus>,
 }

@@ -9,7 +9,8 @@
 //! - `XADD stream:<type> MAXLEN ~ <maxlen> * event_id <id> event_type <type> timestamp
 //!   <ms> data <json>`.
 //!
-//! The bridge is a durable subscriber like the orchestrator: one checkpoint per partition,
+//! The bridge is a consumer on the subscriber runtime, named `seed_bus`: one checkpoint per
+//! partition,
 //! in Redis under `<prefix>:{p<N>}:seedbus:checkpoint`, written after each batch was
 //! published. Delivery is at least once: a crash between a batch and its checkpoint
 //! publishes the batch again; readers drop duplicates by `event_id` (the `id` of the JSON).
@@ -25,14 +26,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
-use jobsource_eventstore::{EventStore, EventStream, LogId, Position, RecordedEvent, StoreError};
+use jobsource_eventstore::{EventStore, LogId, RecordedEvent, StoreError};
+use jobsource_projections::subscriber::{Handler, HandlerError, Outcome, SubscriberConfig};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
-use tokio::sync::watch;
 
-use crate::http::StatusSource;
-use crate::read::ProjectionStatus;
+/// The consumer's name in status, the CLI and the API.
+pub const NAME: &str = "seed_bus";
 
 /// The `JOBSOURCE_SEED_BUS_MAXLEN` default: approximate length cap of each `stream:<type>`.
 pub const DEFAULT_MAXLEN: u64 = 100_000;
@@ -88,12 +88,6 @@ impl Default for SeedBusConfig {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-struct PartitionHealth {
-    checkpoint: LogId,
-    last_error: Option<String>,
-}
-
 /// Workflow step counts remembered for `workflow_step_completed` (bounded: cleared when
 /// it grows past this many workflows, then refilled from the streams on demand).
 const MAX_REMEMBERED_WORKFLOWS: usize = 10_000;
@@ -104,10 +98,6 @@ pub struct SeedBus {
     conn: ConnectionManager,
     prefix: String,
     config: SeedBusConfig,
-    health: Mutex<Vec<PartitionHealth>>,
-    /// Held while a partition is processed, so a direct `catch_up` beside `run` cannot
-    /// move a checkpoint backwards.
-    partition_locks: Vec<tokio::sync::Mutex<()>>,
     total_steps: Mutex<HashMap<String, u32>>,
 }
 
@@ -120,16 +110,11 @@ impl SeedBus {
         prefix: &str,
         config: SeedBusConfig,
     ) -> Self {
-        let partitions = store.partitions() as usize;
         SeedBus {
             store,
             conn,
             prefix: prefix.to_owned(),
             config,
-            health: Mutex::new(vec![PartitionHealth::default(); partitions]),
-            partition_locks: (0..partitions)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
             total_steps: Mutex::new(HashMap::new()),
         }
     }
@@ -186,80 +171,42 @@ impl SeedBus {
         let _: () = conn
             .set(self.checkpoint_key(partition), to.to_string())
             .await?;
-        self.update_health(partition, |h| h.checkpoint = to);
         Ok(())
     }
 
-    /// Publishes everything past the checkpoints, the partitions concurrently; returns the
-    /// events published. Returns the first error after every partition got as far as it
-    /// could.
+    /// Publishes everything past the checkpoints, partition by partition, without the
+    /// runtime's retries (tests and tools; `serve` runs the bridge on the subscriber
+    /// runtime); returns the events published.
     pub async fn catch_up(&self) -> Result<usize, SeedBusError> {
-        let partitions = self.partition_locks.len() as u32;
-        let results =
-            futures::future::join_all((0..partitions).map(|p| self.catch_up_partition(p, None)))
-                .await;
         let mut published = 0;
-        let mut first_error = None;
-        for r in results {
-            match r {
-                Ok(n) => published += n,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+        for p in 0..self.store.partitions() {
+            loop {
+                let after = self.checkpoint(p).await?;
+                let batch = self
+                    .store
+                    .read_partition(p, after, self.config.batch)
+                    .await?;
+                let Some(last) = batch.last().map(|e| e.position.id) else {
+                    break;
+                };
+                self.publish_batch(&batch).await?;
+                self.set_checkpoint(p, last).await?;
+                published += batch.len();
             }
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(published),
-        }
+        Ok(published)
     }
 
-    async fn catch_up_partition(
-        &self,
-        p: u32,
-        shutdown: Option<&watch::Receiver<bool>>,
-    ) -> Result<usize, SeedBusError> {
-        let Some(lock) = self.partition_locks.get(p as usize) else {
-            return Ok(0);
-        };
-        let _guard = lock.lock().await;
-        let result = self.publish_partition(p, shutdown).await;
-        match &result {
-            Ok(_) => self.update_health(p, |h| h.last_error = None),
-            Err(e) => {
-                let message = e.to_string();
-                self.update_health(p, |h| h.last_error = Some(message));
-            }
-        }
-        result
-    }
-
-    async fn publish_partition(
-        &self,
-        p: u32,
-        shutdown: Option<&watch::Receiver<bool>>,
-    ) -> Result<usize, SeedBusError> {
-        let mut after = self.checkpoint(p).await?;
-        self.update_health(p, |h| h.checkpoint = after);
-        let mut published = 0;
-        loop {
-            if shutdown.is_some_and(|s| *s.borrow()) {
-                return Ok(published);
-            }
-            let batch = self
-                .store
-                .read_partition(p, after, self.config.batch)
-                .await?;
-            let Some(last) = batch.last().map(|e| e.position.id) else {
-                return Ok(published);
-            };
-            self.publish_batch(&batch).await?;
-            self.set_checkpoint(p, last).await?;
-            after = last;
-            published += batch.len();
-            if batch.len() < self.config.batch {
-                return Ok(published);
-            }
+    /// The runtime's settings for the bridge.
+    pub fn subscriber_config(&self) -> SubscriberConfig {
+        SubscriberConfig {
+            batch: self.config.batch,
+            backoff: self.config.backoff,
+            max_backoff: self.config.max_backoff,
+            idle_wait: self.config.idle_wait,
+            // Every partition at once: each batch is one pipeline round trip.
+            parallel: self.store.partitions() as usize,
+            ..SubscriberConfig::default()
         }
     }
 
@@ -348,121 +295,39 @@ impl SeedBus {
         }
         steps.insert(stream.to_owned(), n);
     }
+}
 
-    /// Runs until `shutdown` turns true (checked between batches): catch up, then wait for
-    /// new events on the store's tail (or at most `idle_wait`). Failures are retried with
-    /// backoff from the checkpoints. A dropped `shutdown` sender counts as shutdown.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut tail: Option<EventStream> = None;
-        let mut delay = self.config.backoff;
-        tracing::info!(
-            partitions = self.partition_locks.len(),
-            maxlen = self.config.maxlen,
-            "seed bus running"
-        );
-        while !*shutdown.borrow() {
-            if tail.is_none() {
-                tail = match self.store.head().await {
-                    Ok(head) => self.store.tail(head).await.ok(),
-                    Err(_) => None,
-                };
-            }
-            let partitions = self.partition_locks.len() as u32;
-            let results = futures::future::join_all(
-                (0..partitions).map(|p| self.catch_up_partition(p, Some(&shutdown))),
-            )
-            .await;
-            let mut published = 0;
-            let mut failed = None;
-            for r in results {
-                match r {
-                    Ok(n) => published += n,
-                    Err(e) => {
-                        failed.get_or_insert(e);
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                tracing::warn!(error = %e, ?delay, "seed bus cannot publish; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    r = shutdown.changed() => if r.is_err() { break },
-                }
-                delay = (delay * 2).min(self.config.max_backoff);
-                continue;
-            }
-            delay = self.config.backoff;
-            if published > 0 {
-                continue;
-            }
-            let next = async {
-                match tail.as_mut() {
-                    Some(t) => t.next().await,
-                    None => futures::future::pending().await,
-                }
-            };
-            let woken = tokio::select! {
-                r = tokio::time::timeout(self.config.idle_wait, next) => r,
-                r = shutdown.changed() => if r.is_err() { break } else { continue },
-            };
-            match woken {
-                Ok(Some(Ok(_))) => {
-                    // One catch-up covers the whole burst already delivered.
-                    if let Some(t) = tail.as_mut() {
-                        for _ in 0..10_000 {
-                            match t.next().now_or_never() {
-                                Some(Some(Ok(_))) => {}
-                                Some(Some(Err(_)) | None) => {
-                                    tail = None;
-                                    break;
-                                }
-                                None => break,
-                            }
-                        }
-                    }
-                }
-                Ok(Some(Err(_)) | None) => tail = None,
-                Err(_) => {}
-            }
-        }
-        tracing::info!("seed bus stopped");
-    }
-
-    fn health(&self) -> MutexGuard<'_, Vec<PartitionHealth>> {
-        // Plain field writes only: a poisoned lock is still sound.
-        self.health.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn update_health(&self, partition: u32, f: impl FnOnce(&mut PartitionHealth)) {
-        if let Some(h) = self.health().get_mut(partition as usize) {
-            f(h);
+impl From<SeedBusError> for HandlerError {
+    fn from(e: SeedBusError) -> Self {
+        match e {
+            SeedBusError::Store(e) => e.into(),
+            SeedBusError::Redis(e) => jobsource_projections::ProjectionError::Redis(e).into(),
+            e @ SeedBusError::CorruptCheckpoint { .. } => HandlerError::failed(e.to_string()),
         }
     }
 }
 
 #[async_trait::async_trait]
-impl StatusSource for SeedBus {
-    async fn status_rows(&self) -> Vec<ProjectionStatus> {
-        let partitions = self.partition_locks.len() as u32;
-        let mut rows = Vec::with_capacity(partitions as usize);
-        for p in 0..partitions {
-            let health = self.health().get(p as usize).cloned().unwrap_or_default();
-            let (checkpoint, last_error) = match self.checkpoint(p).await {
-                Ok(c) => (c, health.last_error),
-                Err(e) => (
-                    health.checkpoint,
-                    Some(format!("cannot read the checkpoint: {e}")),
-                ),
-            };
-            rows.push(ProjectionStatus {
-                projection: "seed_bus".into(),
-                partition: p,
-                checkpoint: Position::new(p, checkpoint).to_string(),
-                lag: 0,
-                state: "running".into(),
-                last_error,
-            });
-        }
-        rows
+impl Handler for SeedBus {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn checkpoint(&self, partition: u32) -> Result<LogId, HandlerError> {
+        Ok(SeedBus::checkpoint(self, partition).await?)
+    }
+
+    async fn apply(
+        &self,
+        partition: u32,
+        _after: LogId,
+        events: &[RecordedEvent],
+    ) -> Result<Outcome, HandlerError> {
+        let Some(last) = events.last().map(|e| e.position.id) else {
+            return Ok(Outcome::Applied);
+        };
+        self.publish_batch(events).await?;
+        self.set_checkpoint(partition, last).await?;
+        Ok(Outcome::Applied)
     }
 }

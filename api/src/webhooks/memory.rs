@@ -8,17 +8,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use jobsource_eventstore::{Cursor, EventStore, LogId, Position};
-use tokio::sync::watch;
+use jobsource_eventstore::{EventStore, LogId, RecordedEvent};
+use jobsource_projections::subscriber::{Handler, HandlerError, Outcome};
 use uuid::Uuid;
 
 use super::{
     AttemptResult, AttemptView, Claimed, Delivery, DeliveryQuery, DeliveryStatus, DeliveryStore,
     NewDelivery, Next, Requeue, PROJECTION,
 };
-use crate::http::StatusSource;
 use crate::read::view::timestamp;
-use crate::read::{Page, ProjectionStatus};
+use crate::read::Page;
 use crate::service::ServiceError;
 
 struct Row {
@@ -230,151 +229,74 @@ impl DeliveryStore for MemoryDeliveryStore {
     }
 }
 
-#[derive(Default)]
-struct EnqueuerState {
-    checkpoints: Vec<LogId>,
-    last_error: Option<String>,
-}
-
-/// The enqueue step of embedded mode: reads every partition log from an in-memory
-/// checkpoint, plans deliveries, inserts them, moves the checkpoint. An event whose
-/// deliveries cannot be planned is retried (with backoff) and never skipped.
+/// The enqueue step of embedded mode, a consumer on the subscriber runtime named
+/// `webhooks`: reads every partition log from an in-memory checkpoint, plans deliveries,
+/// inserts them, moves the checkpoint. An event whose deliveries cannot be planned is
+/// retried (with backoff), then its partition stalls; it is never skipped.
 pub struct MemoryEnqueuer {
     store: Arc<dyn EventStore>,
     deliveries: Arc<dyn DeliveryStore>,
-    batch: usize,
-    state: Mutex<EnqueuerState>,
+    checkpoints: Mutex<Vec<LogId>>,
 }
 
 impl MemoryEnqueuer {
     /// An enqueuer from the start of `store`'s log into `deliveries`.
-    pub fn new(
-        store: Arc<dyn EventStore>,
-        deliveries: Arc<dyn DeliveryStore>,
-        batch: usize,
-    ) -> Self {
+    pub fn new(store: Arc<dyn EventStore>, deliveries: Arc<dyn DeliveryStore>) -> Self {
         let partitions = store.partitions() as usize;
         MemoryEnqueuer {
             store,
             deliveries,
-            batch: batch.max(1),
-            state: Mutex::new(EnqueuerState {
-                checkpoints: vec![LogId::ZERO; partitions],
-                last_error: None,
-            }),
+            checkpoints: Mutex::new(vec![LogId::ZERO; partitions]),
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, EnqueuerState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn checkpoint(&self, partition: u32) -> LogId {
-        self.state()
-            .checkpoints
-            .get(partition as usize)
-            .copied()
-            .unwrap_or(LogId::ZERO)
-    }
-
-    /// One batch of every partition; returns the events passed.
-    pub async fn catch_up(&self) -> Result<usize, ServiceError> {
-        let mut n = 0;
-        for p in 0..self.store.partitions() {
-            let events = self
-                .store
-                .read_partition(p, self.checkpoint(p), self.batch)
-                .await?;
-            let Some(last) = events.last().map(|e| e.position.id) else {
-                continue;
-            };
-            let planned = super::plan(&*self.store, &events)
-                .await
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            if !planned.is_empty() {
-                self.deliveries.insert(planned).await?;
-            }
-            let mut state = self.state();
-            if let Some(c) = state.checkpoints.get_mut(p as usize) {
-                *c = last;
-            }
-            state.last_error = None;
-            n += events.len();
-        }
-        Ok(n)
-    }
-
-    /// Runs until `shutdown` turns true: catch up, then wait for appends.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let head = self
-            .store
-            .head()
-            .await
-            .unwrap_or_else(|_| Cursor::start(self.store.partitions()));
-        let mut tail = match self.store.tail(head).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "webhook enqueuer cannot follow the log");
-                return;
-            }
-        };
-        let mut delay = Duration::from_millis(100);
-        while !*shutdown.borrow() {
-            match self.catch_up().await {
-                Ok(n) => {
-                    delay = Duration::from_millis(100);
-                    if n > 0 {
-                        continue;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, ?delay, "webhook enqueue failed; retrying");
-                    self.state().last_error = Some(e.to_string());
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                    continue;
-                }
-            }
-            jobsource_projections::runtime::wait_for_append(
-                &*self.store,
-                &mut tail,
-                &mut shutdown,
-                Duration::from_millis(500),
-            )
-            .await;
-        }
+    fn checkpoints(&self) -> MutexGuard<'_, Vec<LogId>> {
+        // Plain writes of copy values only: a poisoned lock still holds sound data.
+        self.checkpoints.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 #[async_trait]
-impl StatusSource for MemoryEnqueuer {
-    async fn status_rows(&self) -> Vec<ProjectionStatus> {
-        let (checkpoints, last_error) = {
-            let s = self.state();
-            (s.checkpoints.clone(), s.last_error.clone())
+impl Handler for MemoryEnqueuer {
+    fn name(&self) -> &str {
+        PROJECTION
+    }
+
+    async fn checkpoint(&self, partition: u32) -> Result<LogId, HandlerError> {
+        Ok(self
+            .checkpoints()
+            .get(partition as usize)
+            .copied()
+            .unwrap_or(LogId::ZERO))
+    }
+
+    async fn apply(
+        &self,
+        partition: u32,
+        after: LogId,
+        events: &[RecordedEvent],
+    ) -> Result<Outcome, HandlerError> {
+        let Some(last) = events.last().map(|e| e.position.id) else {
+            return Ok(Outcome::Applied);
         };
-        let mut out = Vec::with_capacity(checkpoints.len());
-        for (p, after) in checkpoints.into_iter().enumerate() {
-            let p = p as u32;
-            let lag = self
-                .store
-                .read_partition(p, after, 10_000)
-                .await
-                .map(|e| e.len() as u64)
-                .unwrap_or(0);
-            out.push(ProjectionStatus {
-                projection: PROJECTION.into(),
-                partition: p,
-                checkpoint: Position::new(p, after).to_string(),
-                lag,
-                state: "running".into(),
-                last_error: last_error.clone(),
-            });
+        if self.checkpoint(partition).await? != after {
+            return Ok(Outcome::Moved);
         }
-        out
+        let planned = super::plan(&*self.store, events)
+            .await
+            .map_err(|e| HandlerError::failed(e.to_string()))?;
+        if !planned.is_empty() {
+            // Delivery ids derive from (event, url): a batch planned twice inserts nothing
+            // the second time.
+            self.deliveries.insert(planned).await.map_err(|e| match e {
+                e @ ServiceError::Unavailable { .. } => HandlerError::Unavailable(e.to_string()),
+                e => HandlerError::failed(e.to_string()),
+            })?;
+        }
+        if let Some(c) = self.checkpoints().get_mut(partition as usize) {
+            *c = last;
+        }
+        Ok(Outcome::Applied)
     }
 }
 

@@ -82,10 +82,14 @@ impl From<ProjectionError> for HandlerError {
 
 impl From<StoreError> for HandlerError {
     fn from(e: StoreError) -> Self {
-        if e.is_unavailable() {
-            HandlerError::Unavailable(e.to_string())
-        } else {
-            HandlerError::failed(e.to_string())
+        match e {
+            e if e.is_unavailable() => HandlerError::Unavailable(e.to_string()),
+            // An undecodable entry is itself the poison: its position is where to stall.
+            StoreError::Decode(d) => HandlerError::Failed {
+                message: format!("cannot decode the entry at {}: {}", d.at, d.message),
+                position: Some(d.at),
+            },
+            other => HandlerError::failed(other.to_string()),
         }
     }
 }

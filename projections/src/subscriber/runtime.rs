@@ -409,7 +409,14 @@ impl Subscriber {
             .store
             .read_partition(partition, after, self.config.batch)
             .await
-            .map_err(|e| (HandlerError::from(e), None))?;
+            .map_err(|e| {
+                let e = HandlerError::from(e);
+                let at = match &e {
+                    HandlerError::Failed { position, .. } => position.clone(),
+                    HandlerError::Unavailable(_) => None,
+                };
+                (e, at)
+            })?;
         let Some(first) = events.first().map(|e| e.position.to_string()) else {
             return Ok((0, false));
         };

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use jobsource_eventstore::Offset;
 
-use super::dto::{ProjectionsResponse, RebuildRequest, RebuildResponse};
+use super::dto::{ProjectionsResponse, RebuildRequest, RebuildResponse, ResumeResponse};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::OptionalJsonBody;
 use crate::http::AppState;
@@ -16,8 +16,7 @@ use crate::http::AppState;
 pub async fn projections(
     State(state): State<AppState>,
 ) -> Result<Json<ProjectionsResponse>, ApiError> {
-    let mut projections = state.read().projections().await?;
-    projections.extend(state.orchestrator_status().await);
+    let projections = state.projection_status().await?;
     Ok(Json(ProjectionsResponse { projections }))
 }
 
@@ -46,4 +45,28 @@ pub async fn rebuild(
             status_url: "/v1/projections".into(),
         }),
     ))
+}
+
+/// Clear the stalls of a consumer (any of them: projections, `webhooks`, `orchestrator`,
+/// `seed_bus`, `memory`) once the cause is fixed; the running loop picks it up within
+/// about a second.
+#[utoipa::path(operation_id = "admin_resume", post, path = "/v1/projections/{name}/resume", tag = "projections",
+    params(("name" = String, Path, description = "Consumer name")),
+    responses((status = 200, body = ResumeResponse), (status = 400, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ResumeResponse>, ApiError> {
+    let Some(consumers) = state.consumers() else {
+        return Err(ApiError::malformed(
+            "name",
+            "this server runs no consumer registry",
+        ));
+    };
+    let resumed = consumers.resume(&name).await?;
+    Ok(Json(ResumeResponse {
+        projection: name,
+        resumed_partitions: resumed,
+    }))
 }

@@ -624,6 +624,15 @@ pub struct RebuildResponse {
     pub status_url: String,
 }
 
+/// Answer of a resume request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResumeResponse {
+    /// Consumer.
+    pub projection: String,
+    /// Partitions that were stalled and now run again.
+    pub resumed_partitions: u64,
+}
+
 /// `GET /v1/projections`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProjectionsResponse {

@@ -48,6 +48,7 @@ pub fn routes() -> Router<AppState> {
         .route("/events", get(events::page))
         .route("/projections", get(admin::projections))
         .route("/projections/{name}/rebuild", post(admin::rebuild))
+        .route("/projections/{name}/resume", post(admin::resume))
         .route("/webhooks/deliveries", get(webhooks::list))
         .route("/webhooks/deliveries/{id}", get(webhooks::get))
         .route("/webhooks/deliveries/{id}/retry", post(webhooks::retry))
