@@ -3,8 +3,8 @@
 
 pub mod bench;
 pub mod catalog;
-pub mod consumers;
 pub mod cli;
+pub mod consumers;
 pub mod http;
 pub mod live;
 pub mod metrics;

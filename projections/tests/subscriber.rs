@@ -187,8 +187,15 @@ async fn a_poison_event_stalls_its_partition_until_resumed_and_stop_shows_stoppe
     let stalled: Vec<_> = rows.iter().filter(|r| r.state == "stalled").collect();
     assert_eq!(stalled.len(), 1, "{rows:?}");
     assert_eq!(stalled[0].partition, poisoned);
-    assert_eq!(stalled[0].error_position.as_deref(), Some(&*poison_position));
-    assert!(stalled[0].last_error.as_deref().unwrap().contains("poison event"));
+    assert_eq!(
+        stalled[0].error_position.as_deref(),
+        Some(&*poison_position)
+    );
+    assert!(stalled[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("poison event"));
     assert!(stalled[0].lag > 0);
     assert!(rows
         .iter()
@@ -197,10 +204,7 @@ async fn a_poison_event_stalls_its_partition_until_resumed_and_stop_shows_stoppe
 
     // Still stalled a while later: never skipped.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        sub.status(1000).await[poisoned as usize].state,
-        "stalled"
-    );
+    assert_eq!(sub.status(1000).await[poisoned as usize].state, "stalled");
 
     handler.fixed.store(true, Ordering::SeqCst);
     assert_eq!(sub.resume().await.unwrap(), 1);

@@ -111,6 +111,13 @@ impl TestApp {
         .expect("a second connection to the test's store")
     }
 
+    /// The server's registry of consumers (to stop one, as a crashed task would end).
+    pub fn consumers(&self) -> Option<std::sync::Arc<jobsource_api::consumers::Consumers>> {
+        self.server
+            .as_ref()
+            .and_then(|s| s.state.consumers().cloned())
+    }
+
     /// Sends a request with optional JSON body and headers.
     pub async fn call(
         &self,

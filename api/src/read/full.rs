@@ -517,7 +517,6 @@ fn workflow_from_row(row: &PgRow) -> Result<WorkflowView, ServiceError> {
     })
 }
 
-
 fn pg_projection(name: &str) -> Option<(&'static str, Box<dyn PgProjection>)> {
     match name {
         "postgres" => Some((

@@ -249,7 +249,10 @@ async fn catch_up_state(store: &dyn EventStore, state: &mut State) -> Result<usi
         n += batch.len();
         for e in &batch {
             state.apply(e).map_err(|message| {
-                ServiceError::Internal(format!("cannot apply the event at {}: {message}", e.position))
+                ServiceError::Internal(format!(
+                    "cannot apply the event at {}: {message}",
+                    e.position
+                ))
             })?;
         }
     }

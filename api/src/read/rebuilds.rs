@@ -78,10 +78,14 @@ impl RebuildTracker {
             .iter()
             .map(|(name, e)| {
                 let secs = e.started.elapsed().as_secs_f64();
-                let rate = if secs > 0.0 { e.done as f64 / secs } else { 0.0 };
-                let eta = e.total.and_then(|t| {
-                    (rate > 0.0).then(|| t.saturating_sub(e.done) as f64 / rate)
-                });
+                let rate = if secs > 0.0 {
+                    e.done as f64 / secs
+                } else {
+                    0.0
+                };
+                let eta = e
+                    .total
+                    .and_then(|t| (rate > 0.0).then(|| t.saturating_sub(e.done) as f64 / rate));
                 (
                     name.clone(),
                     RebuildStatus {

@@ -67,7 +67,10 @@ impl RedisStatusStore {
 
     /// The store of the `redis` read model: `<rm>:projection:redis:state`.
     pub fn for_model(model: &RedisReadModel) -> Self {
-        RedisStatusStore::new(model.connection(), model.keys().key("projection:redis:state"))
+        RedisStatusStore::new(
+            model.connection(),
+            model.keys().key("projection:redis:state"),
+        )
     }
 }
 

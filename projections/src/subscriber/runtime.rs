@@ -432,7 +432,10 @@ impl Subscriber {
         let name = self.name().to_owned();
         let (recorded, store_error) = match self.status.load(&name).await {
             Ok(r) => (r, None),
-            Err(e) => (Default::default(), Some(format!("cannot read the status: {e}"))),
+            Err(e) => (
+                Default::default(),
+                Some(format!("cannot read the status: {e}")),
+            ),
         };
         let head = self.store.head().await.ok();
         let phase = self.phase();
@@ -446,7 +449,10 @@ impl Subscriber {
                 .unwrap_or_default();
             let (checkpoint, mut last_error) = match self.handler.checkpoint(p).await {
                 Ok(c) => (c, live.error.clone()),
-                Err(e) => (live.checkpoint, Some(format!("cannot read the checkpoint: {e}"))),
+                Err(e) => (
+                    live.checkpoint,
+                    Some(format!("cannot read the checkpoint: {e}")),
+                ),
             };
             let lag = match &head {
                 Some(h) if checkpoint >= h.after(p) => 0,
