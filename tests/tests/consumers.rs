@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use jobsource_eventstore::EventStore;
+use jobsource_eventstore::{AppendRequest, EventStore, ExpectedVersion, NewEvent};
 use jobsource_tests::app::spawn_app_config;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -48,8 +48,33 @@ async fn a_poison_entry_stalls_its_partition_of_every_consumer_until_resumed() {
     })
     .await;
 
-    // The poison: an entry no consumer can decode, in partition 1's log.
+    // Good events right before the poison in partition 1: every consumer applies them
+    // and stops exactly at the poison, not a batch early.
     let poisoned = 1u32;
+    let mut last_good = String::new();
+    let mut appended = 0;
+    while appended < 3 {
+        let stream = format!("note-{}", uuid::Uuid::now_v7());
+        if store.partition_of(&stream) != poisoned {
+            continue;
+        }
+        // An event of a stream no read model keeps (the archive and the bus still see it).
+        let r = store
+            .append(AppendRequest::new(
+                &stream,
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new(
+                    "note_added",
+                    1,
+                    json!({"text": "before the poison"}),
+                )],
+            ))
+            .await
+            .unwrap();
+        last_good = r.last_position().unwrap().to_string();
+        appended += 1;
+    }
+    // The poison: an entry no consumer can decode.
     let mut conn = store.connection();
     let bad_id: String = redis::cmd("XADD")
         .arg(store.keys().log(poisoned))
@@ -83,6 +108,10 @@ async fn a_poison_entry_stalls_its_partition_of_every_consumer_until_resumed() {
             let error = r["last_error"].as_str().unwrap_or_default();
             assert!(error.contains(&bad_position), "{name}: {error}");
             assert!(r["lag"].as_u64().unwrap() > 0, "{r}");
+            assert_eq!(
+                r["checkpoint"], last_good,
+                "{name} stops right at the poison"
+            );
         } else {
             assert_eq!(r["state"], "running", "{r}");
         }
@@ -137,8 +166,8 @@ async fn a_poison_entry_stalls_its_partition_of_every_consumer_until_resumed() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(archived, 13);
-    assert_eq!(distinct, 13);
+    assert_eq!(archived, 16);
+    assert_eq!(distinct, 16);
     // The seed bus republished every job_submitted once after the resume.
     let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
         .arg(format!("{}:stream:job_submitted", app.prefix))

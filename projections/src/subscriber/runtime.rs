@@ -405,18 +405,26 @@ impl Subscriber {
         if let Some(p) = self.live().partitions.get_mut(partition as usize) {
             p.checkpoint = after;
         }
-        let events = self
+        let events = match self
             .store
             .read_partition(partition, after, self.config.batch)
             .await
-            .map_err(|e| {
+        {
+            Ok(events) => events,
+            Err(e) => {
                 let e = HandlerError::from(e);
                 let at = match &e {
                     HandlerError::Failed { position, .. } => position.clone(),
-                    HandlerError::Unavailable(_) => None,
+                    HandlerError::Unavailable(_) => return Err((e, None)),
                 };
-                (e, at)
-            })?;
+                // An undecodable entry fails the whole read: take the events before it one
+                // at a time, so the partition stops right at the poison, not a batch early.
+                match self.store.read_partition(partition, after, 1).await {
+                    Ok(one) if !one.is_empty() && self.config.batch > 1 => one,
+                    _ => return Err((e, at)),
+                }
+            }
+        };
         let Some(first) = events.first().map(|e| e.position.to_string()) else {
             return Ok((0, false));
         };
