@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use futures::StreamExt;
 use jobsource_eventstore::{Cursor, EventStore, RecordedEvent};
 use tokio::sync::{broadcast, watch};
@@ -62,7 +62,7 @@ pub struct LiveEvent {
     /// event of a machine's own stream (`machine-<id>`), that machine.
     pub machine_id: Option<String>,
     /// The `/ws` message, serialized once for every client.
-    wire: OnceLock<Option<Utf8Bytes>>,
+    wire: OnceLock<Option<Bytes>>,
 }
 
 impl LiveEvent {
@@ -94,8 +94,8 @@ impl LiveEvent {
     /// The seed's `/ws` message for this event, `{"type":<event type>,"timestamp":<ms>,
     /// "job_id"|"workflow_id"|"machine_id":..,"data":<envelope>}` (`machine_id` for the
     /// events of a machine's own stream); `None` for events of other streams.
-    /// Serialized on first use and shared (cheap clones) by every client.
-    pub fn wire(&self) -> Option<&Utf8Bytes> {
+    /// Serialized on first use and shared (cheap clones) by every client; always UTF-8.
+    pub fn wire(&self) -> Option<&Bytes> {
         self.wire
             .get_or_init(|| {
                 let env = &self.event.envelope;
@@ -111,7 +111,7 @@ impl LiveEvent {
                     field: id,
                     "data": env,
                 });
-                Some(Utf8Bytes::from(message.to_string()))
+                Some(Bytes::from(message.to_string()))
             })
             .as_ref()
     }

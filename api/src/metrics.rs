@@ -1,4 +1,4 @@
-//! Prometheus metrics: the recorder, `/metrics`, and the names this crate records.
+//! Prometheus metrics: the recorder, the text `/metrics` serves, and the names recorded.
 //!
 //! Recorded where they happen (command layer, HTTP middleware, workers); projection lag
 //! and stall gauges are refreshed by a small sampler task in `serve` from the same status
@@ -7,8 +7,6 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Events appended, by `type`.
@@ -89,14 +87,14 @@ fn describe() {
     );
 }
 
-/// `GET /metrics` (Prometheus text format).
-pub async fn render() -> impl IntoResponse {
-    let body = install().map(|h| h.render()).unwrap_or_default();
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+/// The Prometheus text format of every metric (empty without a recorder): the body of
+/// `GET /metrics`.
+pub fn render() -> String {
+    install().map(|h| h.render()).unwrap_or_default()
 }
 
 /// Updates the lag and stall gauges from status rows.
-pub fn record_status(rows: &[crate::read::ProjectionStatus]) {
+pub fn record_status(rows: &[crate::status::ProjectionStatus]) {
     let mut stalled = std::collections::BTreeMap::<&str, f64>::new();
     for r in rows {
         metrics::gauge!(PROJECTION_LAG, "projection" => r.projection.clone(),

@@ -30,7 +30,7 @@ use crate::http::{app, AppState, HttpConfig, StatusSource};
 use crate::orchestrator::{MemoryOrchestratorState, Orchestrator, RedisOrchestratorState};
 use crate::read::full::FullReadSide;
 use crate::read::memory::MemoryReadModel;
-use crate::read::{ProjectionStatus, ReadSide};
+use crate::read::ReadSide;
 use crate::service::Service;
 
 /// Everything `serve` is configured with.
@@ -133,26 +133,6 @@ pub struct Server {
     stop_workers: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     workers: Vec<JoinHandle<()>>,
-}
-
-#[async_trait::async_trait]
-impl StatusSource for Orchestrator {
-    async fn status_rows(&self) -> Vec<ProjectionStatus> {
-        self.status()
-            .await
-            .into_iter()
-            .map(
-                |(partition, checkpoint, state, last_error)| ProjectionStatus {
-                    projection: "orchestrator".into(),
-                    partition,
-                    checkpoint,
-                    lag: 0,
-                    state,
-                    last_error,
-                },
-            )
-            .collect()
-    }
 }
 
 impl Server {

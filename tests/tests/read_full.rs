@@ -13,8 +13,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use jobsource_api::read::full::FullReadSide;
 use jobsource_api::read::memory::MemoryReadModel;
-use jobsource_api::read::{JobQuery, Model, PendingEntry, ReadSide, WorkflowQuery};
-use jobsource_api::service::{CommandContext, Service, ServiceError};
+use jobsource_api::read::{JobQuery, Model, PendingEntry, QueryError, ReadSide, WorkflowQuery};
+use jobsource_api::service::{CommandContext, Service};
 use jobsource_domain::job::{
     AssignJob, CancelJob, CompleteJob, FailJob, Job, JobCommand, JobError, ReportProgress,
     Requirements, SubmitJob,
@@ -868,7 +868,7 @@ async fn checkpoints_status_rebuild_and_health() {
     env.full.rebuild("postgres", Offset::Start).await.unwrap();
     assert!(env.full.is_rebuilding("postgres"));
     match env.full.rebuild("postgres", Offset::Start).await {
-        Err(ServiceError::BadRequest { field, .. }) => assert_eq!(field, "name"),
+        Err(QueryError::BadRequest { field, .. }) => assert_eq!(field, "name"),
         other => {
             // The first one may already be done on a fast machine.
             assert!(other.is_ok(), "{other:?}");
@@ -906,7 +906,7 @@ async fn checkpoints_status_rebuild_and_health() {
     env.assert_same_job(extra, "pending").await;
     for name in ["nope"] {
         match env.full.rebuild(name, Offset::Start).await {
-            Err(ServiceError::BadRequest { field, message }) => {
+            Err(QueryError::BadRequest { field, message }) => {
                 assert_eq!(field, "name");
                 assert!(message.contains("postgres"), "{message}");
             }

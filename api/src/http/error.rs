@@ -12,6 +12,7 @@ use jobsource_domain::{DomainError, FieldError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::read::QueryError;
 use crate::service::ServiceError;
 
 /// An error answered by a `/v1` route.
@@ -45,6 +46,14 @@ pub enum ApiError {
         /// What was not found.
         message: String,
     },
+}
+
+impl From<QueryError> for ApiError {
+    /// A query's error answers as the command layer's error of the same meaning (400, 503
+    /// or 500, same body).
+    fn from(e: QueryError) -> Self {
+        ApiError::Service(ServiceError::from(e))
+    }
 }
 
 impl ApiError {

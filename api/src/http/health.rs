@@ -1,9 +1,11 @@
-//! `/health` (SPEC section 6.3 shape) and `/health/ready`.
+//! `/health` (SPEC section 6.3 shape), `/health/ready` and `/metrics`.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -111,4 +113,12 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             Json(json!({"ready": false, "reason": "a backend is unavailable (see /health)"})),
         )
     }
+}
+
+/// `GET /metrics` (Prometheus text format).
+pub async fn metrics() -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
 }

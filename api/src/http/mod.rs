@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod openapi;
+pub mod schema;
 pub mod seed;
 pub mod v1;
 pub mod ws;
@@ -28,8 +29,10 @@ use uuid::Uuid;
 
 use self::error::ApiError;
 use self::extract::CorrelationId;
-use crate::read::{ProjectionStatus, ReadSide};
+use crate::read::ReadSide;
 use crate::service::Service;
+use crate::status::ProjectionStatus;
+pub use crate::status::StatusSource;
 
 /// HTTP settings.
 #[derive(Debug, Clone)]
@@ -169,13 +172,6 @@ impl AppState {
     }
 }
 
-/// A background subscriber that reports per-partition status (shown with projections).
-#[async_trait::async_trait]
-pub trait StatusSource: Send + Sync + 'static {
-    /// One row per partition.
-    async fn status_rows(&self) -> Vec<ProjectionStatus>;
-}
-
 const CORRELATION: HeaderName = HeaderName::from_static("x-correlation-id");
 
 /// Reads (or generates) the correlation id, runs the request inside a span carrying it,
@@ -298,7 +294,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/health/ready", get(health::ready))
         .route("/openapi.json", get(openapi::document))
-        .route("/metrics", get(crate::metrics::render))
+        .route("/metrics", get(health::metrics))
         .route("/ws", get(ws::handler))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config().body_limit))

@@ -6,11 +6,12 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail, FieldDetail};
 use super::health::Health;
+use super::schema::{
+    AttemptView, Delivery, JobStats, JobView, MachineView, Page, ProjectionStatus, StepView,
+    WorkerView, WorkflowStats, WorkflowView,
+};
 use super::seed;
 use super::v1::{admin, dto, events, jobs, machine_dto, machines, webhooks, workers, workflows};
-use crate::read::{
-    JobStats, JobView, Page, ProjectionStatus, StepView, WorkflowStats, WorkflowView,
-};
 
 struct Security;
 
@@ -68,8 +69,8 @@ impl Modify for Security {
         dto::JobCommandResponse, dto::WorkflowCommandResponse, dto::ClaimResponse,
         dto::EventView, dto::StreamEvents, dto::EventPageResponse, dto::RebuildRequest,
         dto::RebuildResponse, dto::ProjectionsResponse,
-        crate::webhooks::Delivery, crate::webhooks::AttemptView, Page<crate::webhooks::Delivery>,
-        crate::read::MachineView, crate::read::WorkerView, Page<crate::read::MachineView>,
+        Delivery, AttemptView, Page<Delivery>,
+        MachineView, WorkerView, Page<MachineView>,
         machine_dto::RegisterMachineRequest, machine_dto::WorkerReportBody,
         machine_dto::HeartbeatRequest, machine_dto::MachineCommandResponse,
         machine_dto::HeartbeatResponse,

@@ -119,6 +119,12 @@ fn authorized(state: &AppState, headers: &HeaderMap, query_key: Option<&str>) ->
     .any(|k| keys.iter().any(|known| known == k.trim()))
 }
 
+/// The feed's shared message for `e` as a text frame (a refcount clone of the bytes
+/// serialized once per event; they are UTF-8 by construction).
+fn wire(e: &LiveEvent) -> Option<Utf8Bytes> {
+    e.wire().and_then(|b| Utf8Bytes::try_from(b.clone()).ok())
+}
+
 /// One client's subscriptions.
 #[derive(Debug, Default)]
 struct Subscriptions {
@@ -133,7 +139,7 @@ impl Subscriptions {
         if let Some(job) = e.job_id {
             let by_job = self.jobs.is_empty() || self.jobs.contains(&job.to_string());
             let by_machine = e.machine_id.as_ref().filter(|m| self.machines.contains(*m));
-            let wire = e.wire()?;
+            let wire = wire(e)?;
             match by_machine {
                 // The shared message plus `machine_id` (it is a JSON object: ends in `}`).
                 Some(machine) => {
@@ -143,19 +149,19 @@ impl Subscriptions {
                         "{head},\"machine_id\":{machine}}}"
                     )))
                 }
-                None if by_job => Some(wire.clone()),
+                None if by_job => Some(wire),
                 None => None,
             }
         } else if let Some(workflow) = e.workflow_id {
             if self.workflows.contains(&workflow.to_string()) {
-                e.wire().cloned()
+                wire(e)
             } else {
                 None
             }
         } else if let Some(machine) = &e.machine_id {
             // The machine's own events (`machine_*`, `worker_status_changed`).
             if self.machines.contains(machine) {
-                e.wire().cloned()
+                wire(e)
             } else {
                 None
             }

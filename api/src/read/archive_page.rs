@@ -5,14 +5,14 @@
 //! scan. A page takes the archived events after the cursor (per partition) in global order;
 //! when they do not fill it, the archive has nothing more after the cursor up to its own
 //! checkpoints, so the cursor moves to those checkpoints and the rest of the page comes
-//! from the partition logs ([`crate::service::events::page`]). Within each partition a page
+//! from the partition logs ([`super::events::page`]). Within each partition a page
 //! is always a prefix of what follows the cursor, so paging never skips or repeats an event.
 
 use jobsource_eventstore::{Cursor, Envelope, EventStore, LogId, Position, RecordedEvent};
 use sqlx::{PgPool, Row};
 
-use crate::service::events::{page as log_page, EventFilter, EventPage};
-use crate::service::ServiceError;
+use super::events::{page as log_page, EventFilter, EventPage};
+use super::QueryError;
 
 /// Log entries the live-log part of a page may scan.
 const SCAN_BUDGET: usize = 20_000;
@@ -34,7 +34,7 @@ fn like_pattern(glob: &str) -> String {
 }
 
 /// The archive's checkpoint per partition.
-async fn archive_checkpoints(pool: &PgPool, partitions: u32) -> Result<Cursor, ServiceError> {
+async fn archive_checkpoints(pool: &PgPool, partitions: u32) -> Result<Cursor, QueryError> {
     let rows = sqlx::query(
         "SELECT partition, log_ms, log_seq FROM projection_checkpoints WHERE projection = 'archive'",
     )
@@ -58,7 +58,7 @@ pub async fn page(
     after: Cursor,
     filter: &EventFilter,
     limit: usize,
-) -> Result<EventPage, ServiceError> {
+) -> Result<EventPage, QueryError> {
     let partitions = store.partitions();
     let archived = archive_checkpoints(pool, partitions).await?;
     let (ps, ms, seqs): (Vec<i32>, Vec<i64>, Vec<i64>) = {

@@ -11,17 +11,22 @@ use jobsource_eventstore::typed::from_envelope;
 use uuid::Uuid;
 
 use super::view::{JobView, WorkflowView};
-use crate::service::{Service, ServiceError};
+use jobsource_eventstore::EventStore;
+
+use super::QueryError;
 
 /// Job `id` folded from its stream; `None` when it does not exist.
-pub async fn job(service: &Service, id: Uuid) -> Result<Option<JobView>, ServiceError> {
-    let history = service.history(&job_stream(id)).await?;
+pub async fn job(store: &dyn EventStore, id: Uuid) -> Result<Option<JobView>, QueryError> {
+    let history = store.read_stream_all(&job_stream(id)).await?;
     Ok(JobView::fold(history.iter().map(|e| &e.envelope)))
 }
 
 /// Workflow `id` with its steps, folded from its stream and its step jobs' streams.
-pub async fn workflow(service: &Service, id: Uuid) -> Result<Option<WorkflowView>, ServiceError> {
-    let history = service.history(&workflow_stream(id)).await?;
+pub async fn workflow(
+    store: &dyn EventStore,
+    id: Uuid,
+) -> Result<Option<WorkflowView>, QueryError> {
+    let history = store.read_stream_all(&workflow_stream(id)).await?;
     let (Some(first), Some(last)) = (history.first(), history.last()) else {
         return Ok(None);
     };
@@ -29,7 +34,7 @@ pub async fn workflow(service: &Service, id: Uuid) -> Result<Option<WorkflowView
     let mut completed_at = None;
     for e in &history {
         let event: WorkflowEvent = from_envelope(&e.envelope)
-            .map_err(|d| ServiceError::Internal(format!("workflow {id}: {d}")))?;
+            .map_err(|d| QueryError::Internal(format!("workflow {id}: {d}")))?;
         state.apply(&event);
         if state.is_terminal() && completed_at.is_none() {
             completed_at = Some(e.envelope.occurred_at);
@@ -42,7 +47,7 @@ pub async fn workflow(service: &Service, id: Uuid) -> Result<Option<WorkflowView
         .unwrap_or_default();
     let mut jobs = HashMap::new();
     for job_id in job_ids {
-        if let Some(view) = job(service, job_id).await? {
+        if let Some(view) = job(store, job_id).await? {
             jobs.insert(job_id, view);
         }
     }

@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jobsource_domain::workflow::StepSpec;
 use jobsource_eventstore::{Cursor, EventStore, LogId, Offset, Position};
-use jobsource_projections::{redis_worker, worker, PgProjection, ProjectionError, RedisReadModel};
+use jobsource_projections::{redis_worker, worker, PgProjection, RedisReadModel};
 use redis::aio::ConnectionManager;
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
@@ -47,11 +47,11 @@ use uuid::Uuid;
 
 use super::machine_view::{MachineQuery, MachineView, MACHINE_COLUMNS};
 use super::view::{progress_percentage, timestamp};
+use super::QueryError;
 use super::{
     JobQuery, JobStats, JobView, Model, Page, PendingEntry, ProjectionStatus, ReadSide, StepView,
     WorkflowQuery, WorkflowStats, WorkflowView,
 };
-use crate::service::ServiceError;
 
 /// Most log entries read per partition to measure a projection's lag.
 pub const LAG_CAP: usize = 10_000;
@@ -121,7 +121,7 @@ impl FullReadSide {
         score: f64,
         after: Uuid,
         want: usize,
-    ) -> Result<Vec<String>, ServiceError> {
+    ) -> Result<Vec<String>, QueryError> {
         let key = self.pending_key();
         let after = after.to_string();
         // Ranks [lo, hi) hold the bucket, in id order (lexical order of equal scores; the
@@ -191,7 +191,7 @@ impl FullReadSide {
         conn: &mut ConnectionManager,
         score: f64,
         want: usize,
-    ) -> Result<Vec<String>, ServiceError> {
+    ) -> Result<Vec<String>, QueryError> {
         Ok(redis::cmd("ZRANGE")
             .arg(self.pending_key())
             .arg(score)
@@ -218,7 +218,7 @@ impl FullReadSide {
     }
 
     /// Starts a background rebuild of the `redis` model (new key generation, swap).
-    async fn rebuild_redis(&self, from: Offset) -> Result<(), ServiceError> {
+    async fn rebuild_redis(&self, from: Offset) -> Result<(), QueryError> {
         let start = self.store.resolve(&from).await?;
         if !self
             .rebuilds
@@ -226,7 +226,7 @@ impl FullReadSide {
             .unwrap_or_else(PoisonError::into_inner)
             .insert("redis")
         {
-            return Err(ServiceError::bad_request(
+            return Err(QueryError::bad_request(
                 "name",
                 "a rebuild of redis is already running",
             ));
@@ -266,17 +266,17 @@ impl FullReadSide {
     }
 
     /// The `redis` projection's status rows.
-    async fn redis_status(&self, head: &Cursor) -> Result<Vec<ProjectionStatus>, ServiceError> {
+    async fn redis_status(&self, head: &Cursor) -> Result<Vec<ProjectionStatus>, QueryError> {
         let mut out = Vec::new();
         let rm = self.redis.keys().namespace();
         let rebuilding = jobsource_projections::redis_rebuild::is_rebuilding(&self.conn(), rm)
             .await
-            .map_err(projection_error)?;
+            .map_err(QueryError::from)?;
         for p in 0..self.store.partitions() {
-            let checkpoint = self.redis.checkpoint(p).await.map_err(projection_error)?;
+            let checkpoint = self.redis.checkpoint(p).await.map_err(QueryError::from)?;
             let stall = redis_worker::stalled(&self.redis, p)
                 .await
-                .map_err(projection_error)?;
+                .map_err(QueryError::from)?;
             out.push(ProjectionStatus {
                 projection: "redis".into(),
                 partition: p,
@@ -305,15 +305,6 @@ fn with_position(error: String, position: Option<String>) -> String {
     }
 }
 
-fn projection_error(e: ProjectionError) -> ServiceError {
-    match e {
-        ProjectionError::Store(e) => e.into(),
-        ProjectionError::Database(e) => e.into(),
-        ProjectionError::Redis(e) => e.into(),
-        other => ServiceError::Internal(other.to_string()),
-    }
-}
-
 /// The same paging rule as the embedded model: `items` holds up to `limit + 1` rows.
 fn page<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> Uuid) -> Page<T> {
     let next_cursor = if items.len() > limit {
@@ -338,8 +329,8 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
-    fn bad(&self, field: &str, why: impl std::fmt::Display) -> ServiceError {
-        ServiceError::Internal(format!(
+    fn bad(&self, field: &str, why: impl std::fmt::Display) -> QueryError {
+        QueryError::Internal(format!(
             "redis read model: {} {}: field {field}: {why}",
             self.kind, self.id
         ))
@@ -358,7 +349,7 @@ impl Fields<'_> {
     }
 
     /// A number; a missing field reads as zero.
-    fn num<T: FromStr + Default>(&self, field: &str) -> Result<T, ServiceError>
+    fn num<T: FromStr + Default>(&self, field: &str) -> Result<T, QueryError>
     where
         T::Err: std::fmt::Display,
     {
@@ -367,7 +358,7 @@ impl Fields<'_> {
         })
     }
 
-    fn parsed<T: FromStr>(&self, field: &str) -> Result<Option<T>, ServiceError>
+    fn parsed<T: FromStr>(&self, field: &str) -> Result<Option<T>, QueryError>
     where
         T::Err: std::fmt::Display,
     {
@@ -376,7 +367,7 @@ impl Fields<'_> {
             .transpose()
     }
 
-    fn json<T: serde::de::DeserializeOwned>(&self, field: &str) -> Result<Option<T>, ServiceError> {
+    fn json<T: serde::de::DeserializeOwned>(&self, field: &str) -> Result<Option<T>, QueryError> {
         self.opt(field)
             .map(|s| serde_json::from_str(s).map_err(|e| self.bad(field, e)))
             .transpose()
@@ -388,7 +379,7 @@ fn job_from_hash(
     id: Uuid,
     map: &HashMap<String, String>,
     depends_on: Vec<Uuid>,
-) -> Result<Option<JobView>, ServiceError> {
+) -> Result<Option<JobView>, QueryError> {
     let f = Fields {
         kind: "job",
         id,
@@ -444,34 +435,34 @@ fn job_from_hash(
 }
 
 /// An `integer` column converted to the view's type.
-fn int<T: TryFrom<i32>>(row: &PgRow, column: &str) -> Result<T, ServiceError> {
+fn int<T: TryFrom<i32>>(row: &PgRow, column: &str) -> Result<T, QueryError> {
     let v: i32 = row.try_get(column)?;
     T::try_from(v).map_err(|_| out_of_range(column, v))
 }
 
-fn out_of_range(column: &str, v: impl std::fmt::Display) -> ServiceError {
-    ServiceError::Internal(format!("postgres: {column} = {v} out of range"))
+fn out_of_range(column: &str, v: impl std::fmt::Display) -> QueryError {
+    QueryError::Internal(format!("postgres: {column} = {v} out of range"))
 }
 
-fn opt_int<T: TryFrom<i32>>(row: &PgRow, column: &str) -> Result<Option<T>, ServiceError> {
+fn opt_int<T: TryFrom<i32>>(row: &PgRow, column: &str) -> Result<Option<T>, QueryError> {
     row.try_get::<Option<i32>, _>(column)?
         .map(|v| T::try_from(v).map_err(|_| out_of_range(column, v)))
         .transpose()
 }
 
 /// The `version` (`bigint`) column.
-fn version(row: &PgRow) -> Result<u64, ServiceError> {
+fn version(row: &PgRow) -> Result<u64, QueryError> {
     let v: i64 = row.try_get("version")?;
     u64::try_from(v).map_err(|_| out_of_range("version", v))
 }
 
-fn time(row: &PgRow, column: &str) -> Result<Option<String>, ServiceError> {
+fn time(row: &PgRow, column: &str) -> Result<Option<String>, QueryError> {
     Ok(row
         .try_get::<Option<DateTime<Utc>>, _>(column)?
         .map(timestamp))
 }
 
-fn job_from_row(row: &PgRow) -> Result<JobView, ServiceError> {
+fn job_from_row(row: &PgRow) -> Result<JobView, QueryError> {
     Ok(JobView {
         available_at: None,
         lease_expires_at: None,
@@ -506,7 +497,7 @@ fn job_from_row(row: &PgRow) -> Result<JobView, ServiceError> {
     })
 }
 
-fn workflow_from_row(row: &PgRow) -> Result<WorkflowView, ServiceError> {
+fn workflow_from_row(row: &PgRow) -> Result<WorkflowView, QueryError> {
     let total_steps = int(row, "total_steps")?;
     let completed_steps = int(row, "completed_steps")?;
     Ok(WorkflowView {
@@ -572,7 +563,7 @@ impl ReadSide for FullReadSide {
         "redis+postgres"
     }
 
-    async fn job(&self, id: Uuid) -> Result<Option<JobView>, ServiceError> {
+    async fn job(&self, id: Uuid) -> Result<Option<JobView>, QueryError> {
         let keys = self.redis.keys();
         let mut conn = self.conn();
         let hash: HashMap<String, String> = redis::cmd("HGETALL")
@@ -589,7 +580,7 @@ impl ReadSide for FullReadSide {
         job_from_hash(id, &hash, depends_on)
     }
 
-    async fn jobs(&self, q: &JobQuery) -> Result<Page<JobView>, ServiceError> {
+    async fn jobs(&self, q: &JobQuery) -> Result<Page<JobView>, QueryError> {
         let mut sql =
             QueryBuilder::<Postgres>::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE true"));
         if let Some(status) = &q.status {
@@ -614,7 +605,7 @@ impl ReadSide for FullReadSide {
         Ok(page(items, q.limit, |j| j.id))
     }
 
-    async fn job_stats(&self, since: Option<DateTime<Utc>>) -> Result<JobStats, ServiceError> {
+    async fn job_stats(&self, since: Option<DateTime<Utc>>) -> Result<JobStats, QueryError> {
         let mut sql = QueryBuilder::<Postgres>::new("SELECT status, type, count(*) FROM jobs");
         if let Some(since) = since {
             sql.push(" WHERE created_at >= ").push_bind(since);
@@ -631,7 +622,7 @@ impl ReadSide for FullReadSide {
         Ok(stats)
     }
 
-    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowView>, ServiceError> {
+    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowView>, QueryError> {
         let keys = self.redis.keys();
         let mut conn = self.conn();
         let hash: HashMap<String, String> = redis::cmd("HGETALL")
@@ -690,7 +681,7 @@ impl ReadSide for FullReadSide {
         }))
     }
 
-    async fn workflows(&self, q: &WorkflowQuery) -> Result<Page<WorkflowView>, ServiceError> {
+    async fn workflows(&self, q: &WorkflowQuery) -> Result<Page<WorkflowView>, QueryError> {
         let mut sql = QueryBuilder::<Postgres>::new(format!(
             "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE true"
         ));
@@ -713,7 +704,7 @@ impl ReadSide for FullReadSide {
     async fn workflow_stats(
         &self,
         since: Option<DateTime<Utc>>,
-    ) -> Result<WorkflowStats, ServiceError> {
+    ) -> Result<WorkflowStats, QueryError> {
         let mut sql = QueryBuilder::<Postgres>::new("SELECT status, count(*) FROM workflows");
         if let Some(since) = since {
             sql.push(" WHERE created_at >= ").push_bind(since);
@@ -737,7 +728,7 @@ impl ReadSide for FullReadSide {
         &self,
         after: Option<PendingEntry>,
         limit: usize,
-    ) -> Result<Vec<PendingEntry>, ServiceError> {
+    ) -> Result<Vec<PendingEntry>, QueryError> {
         let mut out = Vec::new();
         if limit == 0 {
             return Ok(out);
@@ -799,7 +790,7 @@ impl ReadSide for FullReadSide {
         Ok(out)
     }
 
-    async fn machine(&self, id: &str) -> Result<Option<MachineView>, ServiceError> {
+    async fn machine(&self, id: &str) -> Result<Option<MachineView>, QueryError> {
         let key = jobsource_projections::redis_machines::machine_key(self.redis.keys(), id);
         let mut conn = self.conn();
         let hash: HashMap<String, String> = redis::cmd("HGETALL")
@@ -809,7 +800,7 @@ impl ReadSide for FullReadSide {
         MachineView::from_hash(id, &hash)
     }
 
-    async fn machines(&self, q: &MachineQuery) -> Result<Page<MachineView>, ServiceError> {
+    async fn machines(&self, q: &MachineQuery) -> Result<Page<MachineView>, QueryError> {
         let mut sql = QueryBuilder::<Postgres>::new(format!(
             "SELECT {MACHINE_COLUMNS} FROM machines WHERE true"
         ));
@@ -837,13 +828,13 @@ impl ReadSide for FullReadSide {
         Ok(Page { items, next_cursor })
     }
 
-    async fn has_reached(&self, model: Model, position: Position) -> Result<bool, ServiceError> {
+    async fn has_reached(&self, model: Model, position: Position) -> Result<bool, QueryError> {
         let applied = match model {
             Model::Hot => self
                 .redis
                 .checkpoint(position.partition)
                 .await
-                .map_err(projection_error)?,
+                .map_err(QueryError::from)?,
             Model::Lists => match i32::try_from(position.partition) {
                 Ok(partition) => {
                     let row: Option<(i64, i64)> = sqlx::query_as(
@@ -868,10 +859,10 @@ impl ReadSide for FullReadSide {
         Ok(applied >= position.id)
     }
 
-    async fn projections(&self) -> Result<Vec<ProjectionStatus>, ServiceError> {
+    async fn projections(&self) -> Result<Vec<ProjectionStatus>, QueryError> {
         let mut out: Vec<ProjectionStatus> = worker::status(&*self.store, &self.pool, LAG_CAP)
             .await
-            .map_err(projection_error)?
+            .map_err(QueryError::from)?
             .into_iter()
             .map(|r| ProjectionStatus {
                 projection: r.projection,
@@ -908,12 +899,12 @@ impl ReadSide for FullReadSide {
         Ok(out)
     }
 
-    async fn rebuild(&self, name: &str, from: Offset) -> Result<(), ServiceError> {
+    async fn rebuild(&self, name: &str, from: Offset) -> Result<(), QueryError> {
         if name == "redis" {
             return self.rebuild_redis(from).await;
         }
         let Some((name, projection)) = pg_projection(name) else {
-            return Err(ServiceError::bad_request(
+            return Err(QueryError::bad_request(
                 "name",
                 format!(
                     "unknown projection {name:?}; known projections: redis, {}",
@@ -928,7 +919,7 @@ impl ReadSide for FullReadSide {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name)
         {
-            return Err(ServiceError::bad_request(
+            return Err(QueryError::bad_request(
                 "name",
                 format!("a rebuild of {name} is already running"),
             ));
@@ -967,7 +958,7 @@ impl ReadSide for FullReadSide {
         Ok(())
     }
 
-    async fn queue_counts(&self) -> Result<super::QueueCounts, ServiceError> {
+    async fn queue_counts(&self) -> Result<super::QueueCounts, QueryError> {
         let keys = self.redis.keys();
         let mut conn = self.conn();
         let (pending, assigned, completed, failed): (u64, u64, u64, u64) = redis::pipe()
@@ -992,9 +983,9 @@ impl ReadSide for FullReadSide {
     async fn events(
         &self,
         after: Cursor,
-        filter: &crate::service::events::EventFilter,
+        filter: &super::events::EventFilter,
         limit: usize,
-    ) -> Result<crate::service::events::EventPage, ServiceError> {
+    ) -> Result<super::events::EventPage, QueryError> {
         super::archive_page::page(&*self.store, &self.pool, after, filter, limit).await
     }
 

@@ -17,14 +17,13 @@ use jobsource_eventstore::Envelope;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::view::timestamp;
-use crate::service::ServiceError;
+use super::QueryError;
 
 /// One worker of a machine, as it last reported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerView {
     /// Worker id.
     pub worker_id: String,
@@ -35,7 +34,7 @@ pub struct WorkerView {
 }
 
 /// A machine as the read models show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MachineView {
     /// Machine id.
     pub machine_id: String,
@@ -170,12 +169,12 @@ impl MachineView {
     pub fn from_hash(
         id: &str,
         map: &HashMap<String, String>,
-    ) -> Result<Option<MachineView>, ServiceError> {
+    ) -> Result<Option<MachineView>, QueryError> {
         let field = |f: &str| map.get(f).map(String::as_str).filter(|s| !s.is_empty());
         let bad = |f: &str, e: &dyn std::fmt::Display| {
-            ServiceError::Internal(format!("redis read model: machine {id}: field {f}: {e}"))
+            QueryError::Internal(format!("redis read model: machine {id}: field {f}: {e}"))
         };
-        let json = |f: &str| -> Result<Option<serde_json::Value>, ServiceError> {
+        let json = |f: &str| -> Result<Option<serde_json::Value>, QueryError> {
             field(f)
                 .map(|s| serde_json::from_str(s).map_err(|e| bad(f, &e)))
                 .transpose()
@@ -183,7 +182,7 @@ impl MachineView {
         let Some(status) = field("status") else {
             return Ok(None);
         };
-        let list = |f: &str| -> Result<serde_json::Value, ServiceError> {
+        let list = |f: &str| -> Result<serde_json::Value, QueryError> {
             // The batch script writes an empty list as `[]`; anything else empty is `{}`.
             Ok(match json(f)? {
                 Some(serde_json::Value::Object(o)) if o.is_empty() => serde_json::json!([]),
@@ -195,9 +194,9 @@ impl MachineView {
             id: &str,
             f: &str,
             v: serde_json::Value,
-        ) -> Result<T, ServiceError> {
+        ) -> Result<T, QueryError> {
             serde_json::from_value(v).map_err(|e| {
-                ServiceError::Internal(format!("redis read model: machine {id}: field {f}: {e}"))
+                QueryError::Internal(format!("redis read model: machine {id}: field {f}: {e}"))
             })
         }
         Ok(Some(MachineView {
@@ -221,11 +220,11 @@ impl MachineView {
     }
 
     /// The view of a `machines` row of the `postgres` projection.
-    pub fn from_row(row: &PgRow) -> Result<MachineView, ServiceError> {
+    pub fn from_row(row: &PgRow) -> Result<MachineView, QueryError> {
         let workers: serde_json::Value = row.try_get("workers")?;
         let workers: Vec<WorkerView> = serde_json::from_value(workers)
-            .map_err(|e| ServiceError::Internal(format!("machines.workers: {e}")))?;
-        let time = |c: &str| -> Result<Option<String>, ServiceError> {
+            .map_err(|e| QueryError::Internal(format!("machines.workers: {e}")))?;
+        let time = |c: &str| -> Result<Option<String>, QueryError> {
             Ok(row.try_get::<Option<DateTime<Utc>>, _>(c)?.map(timestamp))
         };
         Ok(MachineView {

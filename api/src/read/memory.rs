@@ -22,11 +22,11 @@ use uuid::Uuid;
 
 use super::machine_view::{MachineEntry, MachineQuery, MachineView};
 use super::view::{JobTimes, WorkflowView};
+use super::QueryError;
 use super::{
     JobQuery, JobStats, JobView, Model, Page, PendingEntry, ProjectionStatus, ReadSide,
     WorkflowQuery, WorkflowStats,
 };
-use crate::service::ServiceError;
 
 /// Events applied per lock acquisition.
 const BATCH: usize = 1000;
@@ -179,7 +179,7 @@ impl MemoryReadModel {
     }
 
     /// Applies what the log holds past the checkpoint; returns the number of events.
-    pub async fn catch_up(&self) -> Result<usize, ServiceError> {
+    pub async fn catch_up(&self) -> Result<usize, QueryError> {
         let mut total = 0;
         loop {
             let mut state = self.state.write().await;
@@ -227,7 +227,7 @@ impl MemoryReadModel {
 }
 
 /// Applies one batch per partition into `state`; returns the events applied.
-async fn catch_up_state(store: &dyn EventStore, state: &mut State) -> Result<usize, ServiceError> {
+async fn catch_up_state(store: &dyn EventStore, state: &mut State) -> Result<usize, QueryError> {
     let mut n = 0;
     for p in 0..store.partitions() {
         let batch = store
@@ -265,11 +265,11 @@ impl ReadSide for MemoryReadModel {
         "embedded"
     }
 
-    async fn job(&self, id: Uuid) -> Result<Option<JobView>, ServiceError> {
+    async fn job(&self, id: Uuid) -> Result<Option<JobView>, QueryError> {
         Ok(self.state.read().await.job_view(id))
     }
 
-    async fn jobs(&self, q: &JobQuery) -> Result<Page<JobView>, ServiceError> {
+    async fn jobs(&self, q: &JobQuery) -> Result<Page<JobView>, QueryError> {
         let state = self.state.read().await;
         let start = q
             .after
@@ -292,7 +292,7 @@ impl ReadSide for MemoryReadModel {
         Ok(page(items, q.limit, |j| j.id))
     }
 
-    async fn job_stats(&self, since: Option<DateTime<Utc>>) -> Result<JobStats, ServiceError> {
+    async fn job_stats(&self, since: Option<DateTime<Utc>>) -> Result<JobStats, QueryError> {
         let state = self.state.read().await;
         let mut stats = JobStats::default();
         for (job, times) in state.jobs.values() {
@@ -310,11 +310,11 @@ impl ReadSide for MemoryReadModel {
         Ok(stats)
     }
 
-    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowView>, ServiceError> {
+    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowView>, QueryError> {
         Ok(self.state.read().await.workflow_view(id, true))
     }
 
-    async fn workflows(&self, q: &WorkflowQuery) -> Result<Page<WorkflowView>, ServiceError> {
+    async fn workflows(&self, q: &WorkflowQuery) -> Result<Page<WorkflowView>, QueryError> {
         let state = self.state.read().await;
         let start = q
             .after
@@ -332,7 +332,7 @@ impl ReadSide for MemoryReadModel {
     async fn workflow_stats(
         &self,
         since: Option<DateTime<Utc>>,
-    ) -> Result<WorkflowStats, ServiceError> {
+    ) -> Result<WorkflowStats, QueryError> {
         let state = self.state.read().await;
         let mut stats = WorkflowStats::default();
         for w in state.workflows.values() {
@@ -351,7 +351,7 @@ impl ReadSide for MemoryReadModel {
         Ok(stats)
     }
 
-    async fn machine(&self, id: &str) -> Result<Option<MachineView>, ServiceError> {
+    async fn machine(&self, id: &str) -> Result<Option<MachineView>, QueryError> {
         Ok(self
             .state
             .read()
@@ -361,7 +361,7 @@ impl ReadSide for MemoryReadModel {
             .and_then(MachineEntry::view))
     }
 
-    async fn machines(&self, q: &MachineQuery) -> Result<Page<MachineView>, ServiceError> {
+    async fn machines(&self, q: &MachineQuery) -> Result<Page<MachineView>, QueryError> {
         let state = self.state.read().await;
         let start = q
             .after
@@ -387,7 +387,7 @@ impl ReadSide for MemoryReadModel {
         &self,
         after: Option<PendingEntry>,
         limit: usize,
-    ) -> Result<Vec<PendingEntry>, ServiceError> {
+    ) -> Result<Vec<PendingEntry>, QueryError> {
         let state = self.state.read().await;
         let start = after.map_or(std::ops::Bound::Unbounded, |a| {
             std::ops::Bound::Excluded((Reverse(a.priority), a.job_id))
@@ -403,11 +403,11 @@ impl ReadSide for MemoryReadModel {
             .collect())
     }
 
-    async fn has_reached(&self, _model: Model, position: Position) -> Result<bool, ServiceError> {
+    async fn has_reached(&self, _model: Model, position: Position) -> Result<bool, QueryError> {
         Ok(self.state.read().await.checkpoint.after(position.partition) >= position.id)
     }
 
-    async fn projections(&self) -> Result<Vec<ProjectionStatus>, ServiceError> {
+    async fn projections(&self) -> Result<Vec<ProjectionStatus>, QueryError> {
         let rebuilding = self.rebuilding.load(std::sync::atomic::Ordering::Relaxed);
         let state = self.state.read().await;
         let mut out = Vec::new();
@@ -426,9 +426,9 @@ impl ReadSide for MemoryReadModel {
         Ok(out)
     }
 
-    async fn rebuild(&self, name: &str, from: Offset) -> Result<(), ServiceError> {
+    async fn rebuild(&self, name: &str, from: Offset) -> Result<(), QueryError> {
         if name != "memory" {
-            return Err(ServiceError::bad_request(
+            return Err(QueryError::bad_request(
                 "name",
                 format!("unknown projection {name:?}; embedded mode has one projection: memory"),
             ));
@@ -444,7 +444,7 @@ impl ReadSide for MemoryReadModel {
             let mut live = self.state.write().await;
             while catch_up_state(&*self.store, &mut fresh).await? > 0 {}
             *live = fresh;
-            Ok::<(), ServiceError>(())
+            Ok::<(), QueryError>(())
         }
         .await;
         self.rebuilding
@@ -452,7 +452,7 @@ impl ReadSide for MemoryReadModel {
         built
     }
 
-    async fn queue_counts(&self) -> Result<super::QueueCounts, ServiceError> {
+    async fn queue_counts(&self) -> Result<super::QueueCounts, QueryError> {
         let state = self.state.read().await;
         let mut c = super::QueueCounts::default();
         for (job, _) in state.jobs.values() {
@@ -470,11 +470,11 @@ impl ReadSide for MemoryReadModel {
     async fn events(
         &self,
         after: Cursor,
-        filter: &crate::service::events::EventFilter,
+        filter: &super::events::EventFilter,
         limit: usize,
-    ) -> Result<crate::service::events::EventPage, ServiceError> {
+    ) -> Result<super::events::EventPage, QueryError> {
         // Embedded: the in-memory log is the archive.
-        crate::service::events::page(&*self.store, after, filter, limit, 20_000).await
+        super::events::page(&*self.store, after, filter, limit, 20_000).await
     }
 
     async fn health(&self) -> Vec<(&'static str, Result<(), String>)> {

@@ -8,6 +8,8 @@
 //! and [`wait_for`] holds the query until the model has passed it.
 
 mod archive_page;
+mod error;
+pub mod events;
 pub mod fold;
 pub mod full;
 pub mod machine_view;
@@ -21,13 +23,13 @@ use chrono::{DateTime, Utc};
 use jobsource_eventstore::{Offset, Position};
 use uuid::Uuid;
 
+pub use error::QueryError;
 pub use machine_view::{MachineQuery, MachineView, WorkerView};
 pub use view::{
-    JobQuery, JobStats, JobView, Page, ProjectionStatus, StepView, WorkflowQuery, WorkflowStats,
-    WorkflowView,
+    JobQuery, JobStats, JobView, Page, StepView, WorkflowQuery, WorkflowStats, WorkflowView,
 };
 
-use crate::service::ServiceError;
+pub use crate::status::ProjectionStatus;
 
 /// Which read model a query is served from (for read-your-writes waits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,25 +69,25 @@ pub trait ReadSide: Send + Sync + 'static {
     fn mode(&self) -> &'static str;
 
     /// One job (hot model).
-    async fn job(&self, id: Uuid) -> Result<Option<JobView>, ServiceError>;
+    async fn job(&self, id: Uuid) -> Result<Option<JobView>, QueryError>;
 
     /// A page of jobs, oldest first, filtered.
-    async fn jobs(&self, query: &JobQuery) -> Result<Page<JobView>, ServiceError>;
+    async fn jobs(&self, query: &JobQuery) -> Result<Page<JobView>, QueryError>;
 
     /// Counts of jobs created since `since` (all when `None`).
-    async fn job_stats(&self, since: Option<DateTime<Utc>>) -> Result<JobStats, ServiceError>;
+    async fn job_stats(&self, since: Option<DateTime<Utc>>) -> Result<JobStats, QueryError>;
 
     /// One workflow with its steps (hot model).
-    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowView>, ServiceError>;
+    async fn workflow(&self, id: Uuid) -> Result<Option<WorkflowView>, QueryError>;
 
     /// A page of workflows (without steps), oldest first.
-    async fn workflows(&self, query: &WorkflowQuery) -> Result<Page<WorkflowView>, ServiceError>;
+    async fn workflows(&self, query: &WorkflowQuery) -> Result<Page<WorkflowView>, QueryError>;
 
     /// Counts of workflows created since `since`.
     async fn workflow_stats(
         &self,
         since: Option<DateTime<Utc>>,
-    ) -> Result<WorkflowStats, ServiceError>;
+    ) -> Result<WorkflowStats, QueryError>;
 
     /// Up to `limit` pending jobs in claim order (priority descending, then oldest first),
     /// strictly after `after` in that order.
@@ -93,37 +95,37 @@ pub trait ReadSide: Send + Sync + 'static {
         &self,
         after: Option<PendingEntry>,
         limit: usize,
-    ) -> Result<Vec<PendingEntry>, ServiceError>;
+    ) -> Result<Vec<PendingEntry>, QueryError>;
 
     /// One machine (hot model; `last_heartbeat_at` is the time of its last own event).
-    async fn machine(&self, id: &str) -> Result<Option<MachineView>, ServiceError>;
+    async fn machine(&self, id: &str) -> Result<Option<MachineView>, QueryError>;
 
     /// A page of machines ordered by id, filtered by status.
-    async fn machines(&self, query: &MachineQuery) -> Result<Page<MachineView>, ServiceError>;
+    async fn machines(&self, query: &MachineQuery) -> Result<Page<MachineView>, QueryError>;
 
     /// Whether `model` has applied the event at `position` (and everything before it in
     /// that partition).
-    async fn has_reached(&self, model: Model, position: Position) -> Result<bool, ServiceError>;
+    async fn has_reached(&self, model: Model, position: Position) -> Result<bool, QueryError>;
 
     /// Status of every projection per partition.
-    async fn projections(&self) -> Result<Vec<ProjectionStatus>, ServiceError>;
+    async fn projections(&self) -> Result<Vec<ProjectionStatus>, QueryError>;
 
     /// Starts rebuilding projection `name` from `from` in the background (the live model
     /// keeps serving until the swap). Unknown names are a 404-style validation error.
-    async fn rebuild(&self, name: &str, from: Offset) -> Result<(), ServiceError>;
+    async fn rebuild(&self, name: &str, from: Offset) -> Result<(), QueryError>;
 
     /// The queue structures of the hot model: pending jobs, assigned or running jobs,
     /// completed jobs and failed jobs (the seed's `jobs:pending` zset and
     /// `jobs:assigned|completed|failed` sets).
-    async fn queue_counts(&self) -> Result<QueueCounts, ServiceError>;
+    async fn queue_counts(&self) -> Result<QueueCounts, QueryError>;
 
-    /// A page of the audit log after `after` (see [`crate::service::events`]).
+    /// A page of the audit log after `after` (see [`events`]).
     async fn events(
         &self,
         after: jobsource_eventstore::Cursor,
-        filter: &crate::service::events::EventFilter,
+        filter: &events::EventFilter,
         limit: usize,
-    ) -> Result<crate::service::events::EventPage, ServiceError>;
+    ) -> Result<events::EventPage, QueryError>;
 
     /// Backend checks for `/health`: (name, `Ok` or the failure).
     async fn health(&self) -> Vec<(&'static str, Result<(), String>)>;
@@ -135,7 +137,7 @@ pub async fn wait_for(
     model: Model,
     position: Position,
     timeout: Duration,
-) -> Result<bool, ServiceError> {
+) -> Result<bool, QueryError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = Duration::from_millis(1);
     loop {

@@ -12,7 +12,6 @@ use jobsource_domain::workflow::{StepStatus, Workflow};
 use jobsource_eventstore::Envelope;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Formats a time the way every view shows it (RFC 3339, milliseconds, `Z`).
@@ -21,7 +20,7 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 }
 
 /// A job as the read models show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
     /// Job id.
     pub id: Uuid,
@@ -39,10 +38,8 @@ pub struct JobView {
     /// Prompt.
     pub prompt: Option<String>,
     /// Free-form parameters.
-    #[schema(value_type = Object)]
     pub parameters: Map<String, Value>,
     /// `{capabilities[], gpu_memory}`.
-    #[schema(value_type = Option<Object>)]
     pub requirements: Option<Value>,
     /// Webhook target.
     pub webhook_url: Option<String>,
@@ -63,10 +60,8 @@ pub struct JobView {
     /// Retry budget.
     pub max_retries: u32,
     /// Result once completed.
-    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// Last error `{code, message}`.
-    #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
     /// Submission time.
     pub created_at: Option<String>,
@@ -191,7 +186,7 @@ impl JobView {
 }
 
 /// One step of a workflow with its job's live state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepView {
     /// Index in the workflow.
     pub step_index: u32,
@@ -207,10 +202,8 @@ pub struct StepView {
     /// The job's progress.
     pub progress: u8,
     /// The job's result.
-    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// The job's error.
-    #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
     /// First assignment of the job.
     pub started_at: Option<String>,
@@ -219,7 +212,7 @@ pub struct StepView {
 }
 
 /// A workflow with its steps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowView {
     /// Workflow id.
     pub id: Uuid,
@@ -240,7 +233,6 @@ pub struct WorkflowView {
     /// Webhook target.
     pub webhook_url: Option<String>,
     /// The failing step's error.
-    #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
     /// Creation time.
     pub created_at: Option<String>,
@@ -352,7 +344,7 @@ impl StepView {
 }
 
 /// A page of a list and the cursor of the next one.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Page<T> {
     /// Items, oldest first (ids are UUID v7).
     pub items: Vec<T>,
@@ -387,7 +379,7 @@ pub struct WorkflowQuery {
 }
 
 /// `GET /v1/jobs/stats`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobStats {
     /// Jobs created in the timeframe.
     pub total: u64,
@@ -398,27 +390,10 @@ pub struct JobStats {
 }
 
 /// `GET /v1/workflows/stats`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowStats {
     /// Workflows created in the timeframe.
     pub total: u64,
     /// Count per status.
     pub by_status: BTreeMap<String, u64>,
-}
-
-/// A read model's progress on one partition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ProjectionStatus {
-    /// Projection name (`redis`, `postgres`, `archive`, `orchestrator`).
-    pub projection: String,
-    /// Partition.
-    pub partition: u32,
-    /// Last applied position (`<p>@<id>`).
-    pub checkpoint: String,
-    /// Events in the log after the checkpoint.
-    pub lag: u64,
-    /// `running|rebuilding|stalled|stopped`.
-    pub state: String,
-    /// Why it stalled.
-    pub last_error: Option<String>,
 }

@@ -31,8 +31,8 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::watch;
 
-use crate::http::StatusSource;
-use crate::read::ProjectionStatus;
+use crate::status::ProjectionStatus;
+use crate::status::StatusSource;
 
 /// The `JOBSOURCE_SEED_BUS_MAXLEN` default: approximate length cap of each `stream:<type>`.
 pub const DEFAULT_MAXLEN: u64 = 100_000;

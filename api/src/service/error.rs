@@ -122,3 +122,18 @@ impl From<sqlx::Error> for ServiceError {
         }
     }
 }
+
+impl From<crate::read::QueryError> for ServiceError {
+    fn from(e: crate::read::QueryError) -> Self {
+        use crate::read::QueryError;
+        match e {
+            QueryError::BadRequest { field, message } => {
+                ServiceError::BadRequest { field, message }
+            }
+            QueryError::Unavailable { backend, message } => {
+                ServiceError::Unavailable { backend, message }
+            }
+            QueryError::Internal(message) => ServiceError::Internal(message),
+        }
+    }
+}

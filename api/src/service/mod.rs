@@ -9,7 +9,6 @@
 mod cache;
 pub mod claims;
 mod error;
-pub mod events;
 mod execute;
 pub mod leases;
 pub mod machines;

@@ -16,10 +16,11 @@ use super::{
     AttemptResult, AttemptView, Claimed, Delivery, DeliveryQuery, DeliveryStatus, DeliveryStore,
     NewDelivery, Next, Requeue, PROJECTION,
 };
-use crate::http::StatusSource;
 use crate::read::view::timestamp;
-use crate::read::{Page, ProjectionStatus};
+use crate::read::Page;
 use crate::service::ServiceError;
+use crate::status::ProjectionStatus;
+use crate::status::StatusSource;
 
 struct Row {
     new: NewDelivery,

@@ -53,7 +53,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::read::Page;
@@ -198,7 +197,7 @@ pub struct NewDelivery {
 }
 
 /// One recorded attempt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptView {
     /// 1-based, counted over every round (manual retries continue the count).
     pub attempt: u32,
@@ -215,7 +214,7 @@ pub struct AttemptView {
 }
 
 /// A delivery record, as `GET /v1/webhooks/deliveries` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
     /// Delivery id: the `X-Jobsource-Delivery` header (stable across attempts).
     pub id: Uuid,
@@ -246,7 +245,6 @@ pub struct Delivery {
     /// When a receiver accepted it.
     pub delivered_at: Option<String>,
     /// The body sent.
-    #[schema(value_type = Object)]
     pub payload: Value,
     /// Every attempt, oldest first.
     pub attempt_history: Vec<AttemptView>,

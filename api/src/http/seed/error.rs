@@ -16,6 +16,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::http::error::ApiError;
+use crate::read::QueryError;
 use crate::service::ServiceError;
 
 /// The error body.
@@ -111,6 +112,12 @@ impl SeedError {
             "INVALID_TIMEFRAME",
             "Timeframe must be hour, day, or week",
         )
+    }
+
+    /// Maps a query's error as [`SeedError::from_service`] maps the command error of the
+    /// same meaning.
+    pub fn from_query(e: QueryError, code: &str, subject: &str) -> Self {
+        SeedError::from_service(e.into(), code, subject)
     }
 
     /// Maps a command or query error. `code` and `subject` name the route's validation

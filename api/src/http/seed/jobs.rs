@@ -110,11 +110,11 @@ pub async fn status(
     id: SeedId,
 ) -> Result<Json<SeedJobStatusResponse>, SeedError> {
     let uuid = id.uuid().ok_or_else(|| SeedError::job_not_found(&id.0))?;
-    let query = |e| SeedError::from_service(e, "INTERNAL_ERROR", "Query");
+    let query = |e| SeedError::from_query(e, "INTERNAL_ERROR", "Query");
     // The read model lags the log: a job it has not seen yet is folded from its stream.
     let job = match state.read().job(uuid).await.map_err(query)? {
         Some(job) => Some(job),
-        None => crate::read::fold::job(state.service(), uuid)
+        None => crate::read::fold::job(state.service().store().as_ref(), uuid)
             .await
             .map_err(query)?,
     }
@@ -177,7 +177,7 @@ pub async fn stats(
     SeedQuery(q): SeedQuery<SeedTimeframeQuery>,
 ) -> Result<Json<SeedJobStatsResponse>, SeedError> {
     let (tf, since) = timeframe(q.timeframe.as_deref())?;
-    let fail = |e| SeedError::from_service(e, "INTERNAL_ERROR", "Query");
+    let fail = |e| SeedError::from_query(e, "INTERNAL_ERROR", "Query");
     // Like the seed: ZCARD jobs:pending, SCARD jobs:assigned|completed|failed, whatever
     // the timeframe (its `since` was computed and never used).
     let counts = state.read().queue_counts().await.map_err(fail)?;

@@ -129,11 +129,11 @@ pub async fn status(
     let uuid = id
         .uuid()
         .ok_or_else(|| SeedError::workflow_not_found(&id.0))?;
-    let query = |e| SeedError::from_service(e, "INTERNAL_ERROR", "Query");
+    let query = |e| SeedError::from_query(e, "INTERNAL_ERROR", "Query");
     // The read model lags the log: a workflow it has not seen yet is folded from its streams.
     let w = match state.read().workflow(uuid).await.map_err(query)? {
         Some(w) => Some(w),
-        None => crate::read::fold::workflow(state.service(), uuid)
+        None => crate::read::fold::workflow(state.service().store().as_ref(), uuid)
             .await
             .map_err(query)?,
     }
@@ -287,7 +287,7 @@ pub async fn stats(
         .read()
         .workflow_stats(None)
         .await
-        .map_err(|e| SeedError::from_service(e, "INTERNAL_ERROR", "Query"))?;
+        .map_err(|e| SeedError::from_query(e, "INTERNAL_ERROR", "Query"))?;
     let n = |s: &str| stats.by_status.get(s).copied().unwrap_or(0);
     Ok(Json(SeedWorkflowStatsResponse {
         success: true,

@@ -448,6 +448,7 @@ pub struct WorkflowCommandResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ClaimResponse {
     /// The job, assigned to the worker.
+    #[schema(value_type = crate::http::schema::JobView)]
     pub job: JobView,
     /// Stream version after the assignment.
     pub version: u64,
@@ -628,5 +629,6 @@ pub struct RebuildResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProjectionsResponse {
     /// Per projection and partition.
+    #[schema(value_type = Vec<crate::http::schema::ProjectionStatus>)]
     pub projections: Vec<crate::read::ProjectionStatus>,
 }

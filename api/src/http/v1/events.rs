@@ -9,7 +9,7 @@ use super::limit;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::QueryParams;
 use crate::http::AppState;
-use crate::service::events::EventFilter;
+use crate::read::events::EventFilter;
 
 /// A page of events after an offset, filtered, with the cursor of the next page: from the
 /// archive, then the live log for what is not archived yet (embedded: the log).

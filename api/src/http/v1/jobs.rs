@@ -13,7 +13,7 @@ use super::dto::*;
 use super::{limit, read_your_writes, since};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{CommandHeaders, JsonBody, OptionalJsonBody, PathId, QueryParams};
-use crate::http::AppState;
+use crate::http::{schema, AppState};
 use crate::read::{JobQuery, JobStats, JobView, Model, Page};
 use crate::service::claims::{self, Claim};
 use crate::service::{leases, Outcome, ServiceError};
@@ -289,7 +289,7 @@ pub async fn cancel(
 /// Read a job: the hot read model, or its history folded to a version or a time.
 #[utoipa::path(operation_id = "jobs_get", get, path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = uuid::Uuid, Path), JobGetParams, ("X-Min-Position" = Option<String>, Header)),
-    responses((status = 200, body = JobView), (status = 400, body = ErrorBody),
+    responses((status = 200, body = schema::JobView), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -321,7 +321,7 @@ pub async fn get(
     let view = match state.read().job(id).await? {
         Some(view) if reached => Some(view),
         // Not seen yet, or behind the client's position: fold the stream.
-        _ => crate::read::fold::job(state.service(), id).await?,
+        _ => crate::read::fold::job(state.service().store().as_ref(), id).await?,
     };
     let mut view = view.ok_or_else(|| ApiError::job_not_found(id))?;
     if view.lease_expires_at.is_some() {
@@ -347,7 +347,7 @@ pub async fn get(
 /// List jobs (oldest first) with filters and a cursor.
 #[utoipa::path(operation_id = "jobs_list", get, path = "/v1/jobs", tag = "jobs",
     params(JobListParams, ("X-Min-Position" = Option<String>, Header)),
-    responses((status = 200, body = Page<JobView>), (status = 400, body = ErrorBody),
+    responses((status = 200, body = schema::Page<schema::JobView>), (status = 400, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -367,7 +367,7 @@ pub async fn list(
 
 /// Job counts by status and type, for jobs created in the timeframe.
 #[utoipa::path(operation_id = "jobs_stats", get, path = "/v1/jobs/stats", tag = "jobs", params(StatsParams),
-    responses((status = 200, body = JobStats), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = schema::JobStats), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn stats(
     State(state): State<AppState>,
     QueryParams(q): QueryParams<StatsParams>,

@@ -17,7 +17,7 @@ use super::machine_dto::*;
 use super::{limit, read_your_writes};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{CommandHeaders, JsonBody, OptionalJsonBody, QueryParams};
-use crate::http::AppState;
+use crate::http::{schema, AppState};
 use crate::read::view::timestamp;
 use crate::read::{MachineQuery, MachineView, Model, Page};
 use crate::service::machines::{self, check_machine_id, from_millis};
@@ -116,7 +116,7 @@ pub async fn heartbeat(
 /// seen it yet.
 #[utoipa::path(operation_id = "machines_get", get, path = "/v1/machines/{id}", tag = "machines",
     params(("id" = String, Path), MinPositionParams, ("X-Min-Position" = Option<String>, Header)),
-    responses((status = 200, body = MachineView), (status = 400, body = ErrorBody),
+    responses((status = 200, body = schema::MachineView), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "MACHINE_NOT_FOUND"),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get(
@@ -142,7 +142,7 @@ pub async fn get(
 /// List machines by id, optionally by status.
 #[utoipa::path(operation_id = "machines_list", get, path = "/v1/machines", tag = "machines",
     params(MachineListParams, ("X-Min-Position" = Option<String>, Header)),
-    responses((status = 200, body = Page<MachineView>), (status = 400, body = ErrorBody),
+    responses((status = 200, body = schema::Page<schema::MachineView>), (status = 400, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,

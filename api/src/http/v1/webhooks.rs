@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::limit;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{PathId, QueryParams};
-use crate::http::AppState;
+use crate::http::{schema, AppState};
 use crate::read::Page;
 use crate::service::ServiceError;
 use crate::webhooks::{Delivery, DeliveryQuery, DeliveryStatus, DeliveryStore, Requeue};
@@ -46,7 +46,7 @@ fn not_found(id: Uuid) -> ApiError {
 /// Webhook deliveries, oldest event first, with every attempt.
 #[utoipa::path(operation_id = "webhooks_list", get, path = "/v1/webhooks/deliveries", tag = "webhooks",
     params(DeliveryListParams),
-    responses((status = 200, body = Page<Delivery>), (status = 400, body = ErrorBody),
+    responses((status = 200, body = schema::Page<schema::Delivery>), (status = 400, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -70,7 +70,7 @@ pub async fn list(
 /// One webhook delivery with every attempt.
 #[utoipa::path(operation_id = "webhooks_get", get, path = "/v1/webhooks/deliveries/{id}", tag = "webhooks",
     params(("id" = uuid::Uuid, Path)),
-    responses((status = 200, body = Delivery), (status = 400, body = ErrorBody),
+    responses((status = 200, body = schema::Delivery), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -87,7 +87,7 @@ pub async fn get(
 /// attempt history is kept). 409 `INVALID_TRANSITION` when it is not dead.
 #[utoipa::path(operation_id = "webhooks_retry", post, path = "/v1/webhooks/deliveries/{id}/retry", tag = "webhooks",
     params(("id" = uuid::Uuid, Path)),
-    responses((status = 200, body = Delivery), (status = 400, body = ErrorBody),
+    responses((status = 200, body = schema::Delivery), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn retry(

@@ -11,7 +11,7 @@ use super::dto::*;
 use super::{limit, read_your_writes, since};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{CommandHeaders, JsonBody, OptionalJsonBody, PathId, QueryParams};
-use crate::http::AppState;
+use crate::http::{schema, AppState};
 use crate::read::{Model, Page, WorkflowQuery, WorkflowStats, WorkflowView};
 use crate::service::Outcome;
 
@@ -83,7 +83,7 @@ pub async fn cancel(
 /// A workflow with its steps and progress.
 #[utoipa::path(operation_id = "workflows_get", get, path = "/v1/workflows/{id}", tag = "workflows",
     params(("id" = uuid::Uuid, Path), MinPositionParams, ("X-Min-Position" = Option<String>, Header)),
-    responses((status = 200, body = WorkflowView), (status = 400, body = ErrorBody),
+    responses((status = 200, body = schema::WorkflowView), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -95,7 +95,7 @@ pub async fn get(
     let view = match state.read().workflow(id).await? {
         Some(view) if reached => Some(view),
         // Not seen yet, or behind the client's position: fold the streams.
-        _ => crate::read::fold::workflow(state.service(), id).await?,
+        _ => crate::read::fold::workflow(state.service().store().as_ref(), id).await?,
     };
     view.map(Json)
         .ok_or_else(|| ApiError::workflow_not_found(id))
@@ -104,7 +104,7 @@ pub async fn get(
 /// List workflows (oldest first).
 #[utoipa::path(operation_id = "workflows_list", get, path = "/v1/workflows", tag = "workflows",
     params(WorkflowListParams, ("X-Min-Position" = Option<String>, Header)),
-    responses((status = 200, body = Page<WorkflowView>), (status = 400, body = ErrorBody),
+    responses((status = 200, body = schema::Page<schema::WorkflowView>), (status = 400, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -122,7 +122,7 @@ pub async fn list(
 
 /// Workflow counts by status.
 #[utoipa::path(operation_id = "workflows_stats", get, path = "/v1/workflows/stats", tag = "workflows", params(StatsParams),
-    responses((status = 200, body = WorkflowStats), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = schema::WorkflowStats), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn stats(
     State(state): State<AppState>,
     QueryParams(q): QueryParams<StatsParams>,

@@ -11,8 +11,27 @@ use std::collections::VecDeque;
 
 use jobsource_eventstore::{Cursor, EventStore, RecordedEvent};
 
-use super::ServiceError;
-use crate::cli::events::glob_match;
+use super::QueryError;
+
+/// True when `text` matches `glob` (`*` = any run of characters).
+pub fn glob_match(glob: &str, text: &str) -> bool {
+    let parts: Vec<&str> = glob.split('*').collect();
+    if parts.len() == 1 {
+        return glob == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
 
 /// Which events a page keeps.
 #[derive(Debug, Clone, Default)]
@@ -59,7 +78,7 @@ pub async fn page(
     filter: &EventFilter,
     limit: usize,
     scan_budget: usize,
-) -> Result<EventPage, ServiceError> {
+) -> Result<EventPage, QueryError> {
     if let Some(stream) = &filter.stream {
         return stream_page(store, stream, after, filter, limit).await;
     }
@@ -109,7 +128,7 @@ async fn stream_page(
     after: Cursor,
     filter: &EventFilter,
     limit: usize,
-) -> Result<EventPage, ServiceError> {
+) -> Result<EventPage, QueryError> {
     let history = store.read_stream_all(stream).await?;
     let mut next = after.clone();
     let mut events = Vec::new();
@@ -125,4 +144,21 @@ async fn stream_page(
         }
     }
     Ok(EventPage { events, next, more })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("job_*", "job_completed"));
+        assert!(glob_match("*_completed", "workflow_completed"));
+        assert!(glob_match("job_*ed", "job_assigned"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("job_failed", "job_failed"));
+        assert!(!glob_match("job_*", "workflow_created"));
+        assert!(!glob_match("job_*ed", "job_progress"));
+        assert!(!glob_match("a*a", "a"));
+    }
 }
