@@ -5,7 +5,7 @@
 //! orchestrator as a durable subscriber, the `webhooks` enqueue projection. Embedded mode
 //! (no `REDIS_URL`): the in-memory store, the in-memory read model, orchestrator and
 //! webhook enqueuer; nothing persists. With `JOBSOURCE_SEED_BUS` (full mode only) the seed
-//! message bus bridge ([`crate::seed_bus`]) runs too. Both modes run the webhook sender,
+//! message bus bridge ([`jobsource_app::seed_bus`]) runs too. Both modes run the webhook sender,
 //! the machine timeout sweeper and the job lease timers.
 //!
 //! Shutdown drains: the server stops accepting, in-flight requests finish, then the
@@ -25,13 +25,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::catalog::{Catalog, CatalogError};
-use crate::http::{app, AppState, HttpConfig, StatusSource};
-use crate::orchestrator::{MemoryOrchestratorState, Orchestrator, RedisOrchestratorState};
-use crate::read::full::FullReadSide;
-use crate::read::memory::MemoryReadModel;
-use crate::read::ReadSide;
-use crate::service::Service;
+use jobsource_app::catalog::{Catalog, CatalogError};
+use jobsource_app::orchestrator::{MemoryOrchestratorState, Orchestrator, RedisOrchestratorState};
+use jobsource_app::read::full::FullReadSide;
+use jobsource_app::read::memory::MemoryReadModel;
+use jobsource_app::read::ReadSide;
+use jobsource_app::service::Service;
+use jobsource_http::{app, AppState, HttpConfig, StatusSource};
 
 /// Everything `serve` is configured with.
 #[derive(Debug, Clone)]
@@ -56,13 +56,13 @@ pub struct ServeConfig {
     pub worker: WorkerConfig,
     /// WebSocket limits: events a client may fall behind before it is closed, ping
     /// interval, pong timeout.
-    pub live: crate::live::LiveConfig,
+    pub live: jobsource_app::live::LiveConfig,
     /// Webhook sender settings (secret, attempts, timeout, backoff).
-    pub webhooks: crate::webhooks::WebhookConfig,
+    pub webhooks: jobsource_app::webhooks::WebhookConfig,
     /// A machine not seen for this long is marked offline (default 60 s).
     pub machine_timeout: Duration,
     /// Job queue settings (default lease, retry backoff).
-    pub queue: crate::service::queue::QueueConfig,
+    pub queue: jobsource_app::service::queue::QueueConfig,
     /// How often the lease timers are swept.
     pub lease_sweep: Duration,
     /// Run the seed message bus bridge (`JOBSOURCE_SEED_BUS`; full mode only).
@@ -82,18 +82,18 @@ impl Default for ServeConfig {
             read_prefix: None,
             job_types_file: None,
             http: HttpConfig::default(),
-            live: crate::live::LiveConfig::default(),
+            live: jobsource_app::live::LiveConfig::default(),
             worker: WorkerConfig {
                 batch: 500,
                 max_attempts: 5,
                 backoff: Duration::from_millis(100),
             },
-            webhooks: crate::webhooks::WebhookConfig::default(),
-            machine_timeout: crate::service::machines::sweeper::DEFAULT_TIMEOUT,
-            queue: crate::service::queue::QueueConfig::default(),
+            webhooks: jobsource_app::webhooks::WebhookConfig::default(),
+            machine_timeout: jobsource_app::service::machines::sweeper::DEFAULT_TIMEOUT,
+            queue: jobsource_app::service::queue::QueueConfig::default(),
             lease_sweep: Duration::from_millis(250),
             seed_bus: false,
-            seed_bus_maxlen: crate::seed_bus::DEFAULT_MAXLEN,
+            seed_bus_maxlen: jobsource_app::seed_bus::DEFAULT_MAXLEN,
         }
     }
 }
@@ -190,9 +190,9 @@ impl Server {
                 );
                 let model = MemoryReadModel::new(store.clone());
                 workers.push(tokio::spawn(model.clone().run(workers_rx.clone())));
-                let deliveries: Arc<dyn crate::webhooks::DeliveryStore> =
-                    Arc::new(crate::webhooks::memory::MemoryDeliveryStore::new());
-                let enqueuer = Arc::new(crate::webhooks::memory::MemoryEnqueuer::new(
+                let deliveries: Arc<dyn jobsource_app::webhooks::DeliveryStore> =
+                    Arc::new(jobsource_app::webhooks::memory::MemoryDeliveryStore::new());
+                let enqueuer = Arc::new(jobsource_app::webhooks::memory::MemoryEnqueuer::new(
                     store.clone(),
                     deliveries.clone(),
                     config.webhooks.batch,
@@ -214,7 +214,9 @@ impl Server {
                         config.http.clone(),
                     )
                     .with_webhooks(deliveries)
-                    .with_seen(Arc::new(crate::service::machines::MemorySeenStore::new())),
+                    .with_seen(Arc::new(
+                        jobsource_app::service::machines::MemorySeenStore::new(),
+                    )),
                     orchestrator,
                 )
             }
@@ -241,7 +243,7 @@ impl Server {
                     .clone()
                     .unwrap_or_else(|| config.prefix.clone());
                 let model = Arc::new(RedisReadModel::new(conn.clone(), &rm));
-                let seen = Arc::new(crate::service::machines::RedisSeenStore::new(
+                let seen = Arc::new(jobsource_app::service::machines::RedisSeenStore::new(
                     conn.clone(),
                     &config.prefix,
                     store.partitions(),
@@ -252,7 +254,7 @@ impl Server {
                 for projection in [
                     Arc::new(Archive) as Arc<dyn jobsource_projections::PgProjection>,
                     Arc::new(PostgresReadModel),
-                    Arc::new(crate::webhooks::postgres::WebhookProjection::new(
+                    Arc::new(jobsource_app::webhooks::postgres::WebhookProjection::new(
                         store.clone(),
                     )),
                 ] {
@@ -291,14 +293,14 @@ impl Server {
                         .clone()
                         .filter(|p| !p.is_empty())
                         .unwrap_or_default();
-                    let bus = Arc::new(crate::seed_bus::SeedBus::new(
+                    let bus = Arc::new(jobsource_app::seed_bus::SeedBus::new(
                         store.clone(),
                         conn.clone(),
                         &config.prefix,
-                        crate::seed_bus::SeedBusConfig {
+                        jobsource_app::seed_bus::SeedBusConfig {
                             maxlen: config.seed_bus_maxlen,
                             namespace,
-                            ..crate::seed_bus::SeedBusConfig::default()
+                            ..jobsource_app::seed_bus::SeedBusConfig::default()
                         },
                     ));
                     workers.push(tokio::spawn(bus.clone().run(workers_rx.clone())));
@@ -309,7 +311,7 @@ impl Server {
                     Arc::new(RedisOrchestratorState::new(conn, &config.prefix)),
                 ));
                 background.insert(0, orchestrator.clone() as Arc<dyn StatusSource>);
-                let deliveries = Arc::new(crate::webhooks::postgres::PgDeliveryStore::new(
+                let deliveries = Arc::new(jobsource_app::webhooks::postgres::PgDeliveryStore::new(
                     pool.clone(),
                 ));
                 let read: Arc<dyn ReadSide> =
@@ -323,26 +325,28 @@ impl Server {
             }
         };
         workers.push(tokio::spawn(orchestrator.run(workers_rx.clone())));
-        let sweeper = crate::service::machines::sweeper::Sweeper::new(
+        let sweeper = jobsource_app::service::machines::sweeper::Sweeper::new(
             state.service().clone(),
             state.seen().clone(),
             config.machine_timeout,
         );
         workers.push(tokio::spawn(Arc::new(sweeper).run(workers_rx.clone())));
-        workers.push(tokio::spawn(crate::service::leases::run_sweeper(
+        workers.push(tokio::spawn(jobsource_app::service::leases::run_sweeper(
             state.service().clone(),
             config.lease_sweep,
             workers_rx.clone(),
         )));
         if let Some(deliveries) = state.webhooks() {
-            let sender =
-                crate::webhooks::sender::Sender::new(deliveries.clone(), config.webhooks.clone())
-                    .map_err(ServeError::Config)?;
+            let sender = jobsource_app::webhooks::sender::Sender::new(
+                deliveries.clone(),
+                config.webhooks.clone(),
+            )
+            .map_err(ServeError::Config)?;
             workers.push(tokio::spawn(Arc::new(sender).run(workers_rx.clone())));
         }
-        crate::metrics::install();
+        jobsource_app::metrics::install();
         // One live tail of the log for every WebSocket client.
-        let feed = crate::live::LiveFeed::with_config(config.live);
+        let feed = jobsource_app::live::LiveFeed::with_config(config.live);
         workers.push(tokio::spawn(
             feed.clone()
                 .run(state.service().store().clone(), workers_rx.clone()),
@@ -404,7 +408,7 @@ async fn sample_status(state: AppState, mut shutdown: watch::Receiver<bool>) {
     while !*shutdown.borrow() {
         if let Ok(mut rows) = state.read().projections().await {
             rows.extend(state.orchestrator_status().await);
-            crate::metrics::record_status(&rows);
+            jobsource_app::metrics::record_status(&rows);
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use jobsource_api::http::HttpConfig;
 use jobsource_api::serve::{ServeConfig, Server};
+use jobsource_http::HttpConfig;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 

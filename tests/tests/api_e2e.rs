@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use jobsource_api::http::HttpConfig;
+use jobsource_http::HttpConfig;
 use jobsource_tests::{spawn_app, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jobsource_api::serve::ServeConfig;
-use jobsource_api::service::{leases, Service};
+use jobsource_app::service::{leases, Service};
 use jobsource_eventstore::EventStore;
 use jobsource_tests::app::spawn_app_config;
 use jobsource_tests::{redis_url, Answer, TestApp};

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use jobsource_api::service::machines::sweeper::Sweeper;
-use jobsource_api::service::machines::{RedisSeenStore, SeenStore};
-use jobsource_api::service::Service;
+use jobsource_app::service::machines::sweeper::Sweeper;
+use jobsource_app::service::machines::{RedisSeenStore, SeenStore};
+use jobsource_app::service::Service;
 use jobsource_eventstore::{EventStore, RedisStore, StoreConfig};
 use jobsource_tests::app::spawn_app_config;
 use jobsource_tests::{redis_connection, redis_url, spawn_app, Answer, TestApp};

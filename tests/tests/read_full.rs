@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jobsource_api::read::full::FullReadSide;
-use jobsource_api::read::memory::MemoryReadModel;
-use jobsource_api::read::{JobQuery, Model, PendingEntry, QueryError, ReadSide, WorkflowQuery};
-use jobsource_api::service::{CommandContext, Service};
+use jobsource_app::read::full::FullReadSide;
+use jobsource_app::read::memory::MemoryReadModel;
+use jobsource_app::read::{JobQuery, Model, PendingEntry, QueryError, ReadSide, WorkflowQuery};
+use jobsource_app::service::{CommandContext, Service};
 use jobsource_domain::job::{
     AssignJob, CancelJob, CompleteJob, FailJob, Job, JobCommand, JobError, ReportProgress,
     Requirements, SubmitJob,
@@ -290,7 +290,7 @@ fn workflow(name: &str, steps: Vec<StepSpec>) -> CreateWorkflow {
     }
 }
 
-fn created_at(view: Option<jobsource_api::read::JobView>) -> DateTime<Utc> {
+fn created_at(view: Option<jobsource_app::read::JobView>) -> DateTime<Utc> {
     let at = view.and_then(|v| v.created_at).expect("created_at");
     DateTime::parse_from_rfc3339(&at)
         .expect("RFC 3339")

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use jobsource_api::http::HttpConfig;
+use jobsource_http::HttpConfig;
 use jobsource_tests::app::spawn_app_config;
 use jobsource_tests::{redis_connection, redis_url, Answer, TestApp};
 use redis::AsyncCommands;

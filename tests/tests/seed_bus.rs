@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use jobsource_api::seed_bus::{SeedBus, SeedBusConfig};
-use jobsource_api::service::{CommandContext, Service};
+use jobsource_app::seed_bus::{SeedBus, SeedBusConfig};
+use jobsource_app::service::{CommandContext, Service};
 use jobsource_domain::job::SubmitJob;
 use jobsource_domain::workflow::{CreateWorkflow, StepSpec};
 use jobsource_eventstore::{EventStore, LogId, RedisStore, StoreConfig};

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jobsource_api::serve::ServeConfig;
-use jobsource_api::webhooks::signature::{digest_hex, verify};
+use jobsource_app::webhooks::signature::{digest_hex, verify};
 use jobsource_tests::app::spawn_app_config;
 use jobsource_tests::TestApp;
 use reqwest::StatusCode;

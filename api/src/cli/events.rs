@@ -4,7 +4,7 @@ use clap::Args;
 use futures::StreamExt;
 use jobsource_eventstore::{EventStore, Offset, RecordedEvent};
 
-use crate::read::events::glob_match;
+use jobsource_app::read::events::glob_match;
 
 use super::StoreArgs;
 

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::read::JobView;
+use jobsource_app::read::JobView;
 
 fn in_range(
     field: &str,
@@ -448,7 +448,7 @@ pub struct WorkflowCommandResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ClaimResponse {
     /// The job, assigned to the worker.
-    #[schema(value_type = crate::http::schema::JobView)]
+    #[schema(value_type = crate::schema::JobView)]
     pub job: JobView,
     /// Stream version after the assignment.
     pub version: u64,
@@ -496,7 +496,7 @@ impl From<RecordedEvent> for EventView {
             version: env.version,
             event_type: env.event_type,
             schema: env.schema,
-            occurred_at: crate::read::view::timestamp(env.occurred_at),
+            occurred_at: jobsource_app::read::view::timestamp(env.occurred_at),
             correlation_id: env.correlation_id,
             causation_id: env.causation_id,
             metadata: env.metadata,
@@ -629,6 +629,6 @@ pub struct RebuildResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProjectionsResponse {
     /// Per projection and partition.
-    #[schema(value_type = Vec<crate::http::schema::ProjectionStatus>)]
-    pub projections: Vec<crate::read::ProjectionStatus>,
+    #[schema(value_type = Vec<crate::schema::ProjectionStatus>)]
+    pub projections: Vec<jobsource_app::read::ProjectionStatus>,
 }

@@ -13,10 +13,10 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::{app, AppState, HttpConfig};
-use crate::read::memory::MemoryReadModel;
-use crate::service::machines::sweeper::Sweeper;
-use crate::service::machines::{MemorySeenStore, SeenStore};
-use crate::service::Service;
+use jobsource_app::read::memory::MemoryReadModel;
+use jobsource_app::service::machines::sweeper::Sweeper;
+use jobsource_app::service::machines::{MemorySeenStore, SeenStore};
+use jobsource_app::service::Service;
 
 struct TestApp {
     router: Router,

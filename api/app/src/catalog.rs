@@ -320,7 +320,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const EXAMPLE: &str = include_str!("../../job-types.example.toml");
+    const EXAMPLE: &str = include_str!("../../../job-types.example.toml");
 
     fn example() -> Catalog {
         Catalog::parse(EXAMPLE).expect("example catalog parses")

@@ -29,10 +29,10 @@ use uuid::Uuid;
 
 use self::error::ApiError;
 use self::extract::CorrelationId;
-use crate::read::ReadSide;
-use crate::service::Service;
-use crate::status::ProjectionStatus;
-pub use crate::status::StatusSource;
+use jobsource_app::read::ReadSide;
+use jobsource_app::service::Service;
+use jobsource_app::status::ProjectionStatus;
+pub use jobsource_app::status::StatusSource;
 
 /// HTTP settings.
 #[derive(Debug, Clone)]
@@ -61,9 +61,9 @@ struct Inner {
     background: Vec<Arc<dyn StatusSource>>,
     config: HttpConfig,
     shutting_down: AtomicBool,
-    webhooks: std::sync::OnceLock<Arc<dyn crate::webhooks::DeliveryStore>>,
-    live: std::sync::OnceLock<Arc<crate::live::LiveFeed>>,
-    seen: std::sync::OnceLock<Arc<dyn crate::service::machines::SeenStore>>,
+    webhooks: std::sync::OnceLock<Arc<dyn jobsource_app::webhooks::DeliveryStore>>,
+    live: std::sync::OnceLock<Arc<jobsource_app::live::LiveFeed>>,
+    seen: std::sync::OnceLock<Arc<dyn jobsource_app::service::machines::SeenStore>>,
 }
 
 /// What every handler can reach.
@@ -105,7 +105,7 @@ impl AppState {
     }
 
     /// Attaches the live feed (`/ws`). Set once.
-    pub fn with_live(self, feed: Arc<crate::live::LiveFeed>) -> Self {
+    pub fn with_live(self, feed: Arc<jobsource_app::live::LiveFeed>) -> Self {
         if self.inner.live.set(feed).is_err() {
             tracing::warn!("live feed already attached; keeping the first");
         }
@@ -113,13 +113,13 @@ impl AppState {
     }
 
     /// The live feed, when attached.
-    pub fn live(&self) -> Option<&Arc<crate::live::LiveFeed>> {
+    pub fn live(&self) -> Option<&Arc<jobsource_app::live::LiveFeed>> {
         self.inner.live.get()
     }
 
     /// Attaches the webhook delivery records (`/v1/webhooks/deliveries`). Set once: a
     /// later call (on this state or a clone) leaves the first store in place.
-    pub fn with_webhooks(self, store: Arc<dyn crate::webhooks::DeliveryStore>) -> Self {
+    pub fn with_webhooks(self, store: Arc<dyn jobsource_app::webhooks::DeliveryStore>) -> Self {
         if self.inner.webhooks.set(store).is_err() {
             tracing::warn!("webhook delivery store already attached; keeping the first");
         }
@@ -127,13 +127,13 @@ impl AppState {
     }
 
     /// The webhook delivery records, when attached.
-    pub fn webhooks(&self) -> Option<&Arc<dyn crate::webhooks::DeliveryStore>> {
+    pub fn webhooks(&self) -> Option<&Arc<dyn jobsource_app::webhooks::DeliveryStore>> {
         self.inner.webhooks.get()
     }
 
     /// Attaches the machines' last-seen store (`/v1/machines`). Set once; without it the
     /// state uses an in-memory one (embedded mode, tests).
-    pub fn with_seen(self, seen: Arc<dyn crate::service::machines::SeenStore>) -> Self {
+    pub fn with_seen(self, seen: Arc<dyn jobsource_app::service::machines::SeenStore>) -> Self {
         if self.inner.seen.set(seen).is_err() {
             tracing::warn!("machine last-seen store already attached; keeping the first");
         }
@@ -141,10 +141,10 @@ impl AppState {
     }
 
     /// The machines' last-seen store.
-    pub fn seen(&self) -> &Arc<dyn crate::service::machines::SeenStore> {
+    pub fn seen(&self) -> &Arc<dyn jobsource_app::service::machines::SeenStore> {
         self.inner
             .seen
-            .get_or_init(|| Arc::new(crate::service::machines::MemorySeenStore::new()))
+            .get_or_init(|| Arc::new(jobsource_app::service::machines::MemorySeenStore::new()))
     }
 
     /// HTTP settings.
@@ -208,9 +208,9 @@ async fn track(req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let started = std::time::Instant::now();
     let response = next.run(req).await;
-    metrics::histogram!(crate::metrics::HTTP_DURATION, "method" => method.clone(), "route" => route.clone())
+    metrics::histogram!(jobsource_app::metrics::HTTP_DURATION, "method" => method.clone(), "route" => route.clone())
         .record(started.elapsed());
-    metrics::counter!(crate::metrics::HTTP_REQUESTS, "method" => method, "route" => route,
+    metrics::counter!(jobsource_app::metrics::HTTP_REQUESTS, "method" => method, "route" => route,
         "status" => response.status().as_u16().to_string())
     .increment(1);
     response

@@ -51,7 +51,7 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::live::{LiveConfig, LiveEvent, LiveFeed};
+use jobsource_app::live::{LiveConfig, LiveEvent, LiveFeed};
 
 /// Gauge of open WebSocket connections.
 pub const CONNECTIONS: &str = "jobsource_websocket_connections";
@@ -547,14 +547,14 @@ mod tests {
         use tower::ServiceExt;
 
         let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
-        let service = Arc::new(crate::service::Service::new(store.clone(), None));
-        let model = crate::read::memory::MemoryReadModel::new(store);
-        let config = crate::http::HttpConfig {
+        let service = Arc::new(jobsource_app::service::Service::new(store.clone(), None));
+        let model = jobsource_app::read::memory::MemoryReadModel::new(store);
+        let config = crate::HttpConfig {
             api_keys: vec!["k1".into()],
             ..Default::default()
         };
         let state = AppState::new(service, model, Vec::new(), config).with_live(LiveFeed::new(8));
-        let router = crate::http::app(state);
+        let router = crate::app(state);
         let call = |uri: &str, header: Option<(&str, &str)>| {
             let mut req = Request::builder().uri(uri);
             if let Some((k, v)) = header {

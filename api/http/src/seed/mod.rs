@@ -18,12 +18,12 @@
 //! errors                                 {success:false, error:{code, message}}
 //! ```
 //!
-//! Every handler translates to the command layer ([`crate::service::Service`]) and read
-//! side ([`crate::read::ReadSide`]) that `/v1` uses; there is no second command path.
+//! Every handler translates to the command layer ([`jobsource_app::service::Service`]) and read
+//! side ([`jobsource_app::read::ReadSide`]) that `/v1` uses; there is no second command path.
 //! What this surface adds, because the seed's clients rely on it:
 //!
 //! - **Read-your-writes.** A command answers only once the `redis` read model has applied
-//!   its events ([`crate::read::wait_for`] on [`Model::Hot`], at most [`VISIBILITY_WAIT`];
+//!   its events ([`jobsource_app::read::wait_for`] on [`Model::Hot`], at most [`VISIBILITY_WAIT`];
 //!   after that it answers anyway and logs a warning). Creating a workflow also waits for
 //!   every step job, and cancelling one for every job it cancelled.
 //! - **The seed's errors.** Bodies the route cannot use are 400 with the route's code
@@ -101,7 +101,7 @@ use chrono::{DateTime, Utc};
 use jobsource_eventstore::Position;
 
 use super::AppState;
-use crate::read::{wait_for, Model};
+use jobsource_app::read::{wait_for, Model};
 
 pub use error::{unauthorized, SeedError, SeedErrorBody, SeedErrorDetail};
 

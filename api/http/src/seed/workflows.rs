@@ -18,8 +18,8 @@ use super::dto::{
 use super::error::{SeedError, SeedErrorBody};
 use super::extract::{SeedContext, SeedId, SeedJson, SeedQuery, SeedRequest};
 use super::{timeframe, visible, VISIBILITY_WAIT};
-use crate::http::AppState;
-use crate::service::{fingerprint, CommandContext, ServiceError};
+use crate::AppState;
+use jobsource_app::service::{fingerprint, CommandContext, ServiceError};
 
 /// Create a workflow (seed API). Answers once the workflow and every step's job are
 /// readable.
@@ -133,7 +133,7 @@ pub async fn status(
     // The read model lags the log: a workflow it has not seen yet is folded from its streams.
     let w = match state.read().workflow(uuid).await.map_err(query)? {
         Some(w) => Some(w),
-        None => crate::read::fold::workflow(state.service().store().as_ref(), uuid)
+        None => jobsource_app::read::fold::workflow(state.service().store().as_ref(), uuid)
             .await
             .map_err(query)?,
     }

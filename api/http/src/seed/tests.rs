@@ -17,10 +17,10 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 use uuid::Uuid;
 
-use crate::http::{app, AppState, HttpConfig};
-use crate::orchestrator::{MemoryOrchestratorState, Orchestrator};
-use crate::read::memory::MemoryReadModel;
-use crate::service::{CommandContext, Service};
+use crate::{app, AppState, HttpConfig};
+use jobsource_app::orchestrator::{MemoryOrchestratorState, Orchestrator};
+use jobsource_app::read::memory::MemoryReadModel;
+use jobsource_app::service::{CommandContext, Service};
 
 struct Harness {
     router: Router,

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::extract::SeedRequest;
-use crate::read::{JobView, StepView, WorkflowView};
+use jobsource_app::read::{JobView, StepView, WorkflowView};
 
 // ---- requests -------------------------------------------------------------------------
 

@@ -15,13 +15,13 @@ use jobsource_domain::{machine_stream, DomainError};
 use super::dto::{MinPositionParams, StreamEvents};
 use super::machine_dto::*;
 use super::{limit, read_your_writes};
-use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::{CommandHeaders, JsonBody, OptionalJsonBody, QueryParams};
-use crate::http::{schema, AppState};
-use crate::read::view::timestamp;
-use crate::read::{MachineQuery, MachineView, Model, Page};
-use crate::service::machines::{self, check_machine_id, from_millis};
-use crate::service::{Outcome, ServiceError};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{CommandHeaders, JsonBody, OptionalJsonBody, QueryParams};
+use crate::{schema, AppState};
+use jobsource_app::read::view::timestamp;
+use jobsource_app::read::{MachineQuery, MachineView, Model, Page};
+use jobsource_app::service::machines::{self, check_machine_id, from_millis};
+use jobsource_app::service::{Outcome, ServiceError};
 
 fn status_of(outcome: &Outcome<Machine>) -> String {
     outcome

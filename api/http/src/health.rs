@@ -76,7 +76,7 @@ async fn check(state: &AppState) -> (bool, Health) {
         Health {
             status: status.into(),
             checks,
-            timestamp: crate::read::view::timestamp(chrono::Utc::now()),
+            timestamp: jobsource_app::read::view::timestamp(chrono::Utc::now()),
         },
     )
 }
@@ -119,6 +119,6 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 pub async fn metrics() -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(),
+        jobsource_app::metrics::render(),
     )
 }

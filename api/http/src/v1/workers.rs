@@ -6,12 +6,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::dto::{ClaimRequest, ClaimResponse};
-use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::{CommandHeaders, JsonBody};
-use crate::http::AppState;
-use crate::read::JobView;
-use crate::service::claims::{self, Claim};
-use crate::service::ServiceError;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{CommandHeaders, JsonBody};
+use crate::AppState;
+use jobsource_app::read::JobView;
+use jobsource_app::service::claims::{self, Claim};
+use jobsource_app::service::ServiceError;
 
 /// Claim the highest-priority ready job (FIFO within a priority) this worker can run:
 /// its capabilities cover the job's, its `gpu_memory` covers the job's; the assignment
@@ -36,11 +36,11 @@ pub async fn claim(
     let request = to_claim(worker_id, body.value)?;
     match claims::claim(state.service(), &request, &ctx).await? {
         None => {
-            metrics::counter!(crate::metrics::CLAIMS, "result" => "empty").increment(1);
+            metrics::counter!(jobsource_app::metrics::CLAIMS, "result" => "empty").increment(1);
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Some(got) => {
-            metrics::counter!(crate::metrics::CLAIMS, "result" => "claimed").increment(1);
+            metrics::counter!(jobsource_app::metrics::CLAIMS, "result" => "claimed").increment(1);
             Ok(Json(claim_response(&got)?).into_response())
         }
     }

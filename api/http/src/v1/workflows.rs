@@ -9,11 +9,11 @@ use jobsource_domain::workflow_stream;
 
 use super::dto::*;
 use super::{limit, read_your_writes, since};
-use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::{CommandHeaders, JsonBody, OptionalJsonBody, PathId, QueryParams};
-use crate::http::{schema, AppState};
-use crate::read::{Model, Page, WorkflowQuery, WorkflowStats, WorkflowView};
-use crate::service::Outcome;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{CommandHeaders, JsonBody, OptionalJsonBody, PathId, QueryParams};
+use crate::{schema, AppState};
+use jobsource_app::read::{Model, Page, WorkflowQuery, WorkflowStats, WorkflowView};
+use jobsource_app::service::Outcome;
 
 fn answer(outcome: &Outcome<Workflow>) -> WorkflowCommandResponse {
     let def = outcome.state.definition.as_ref();
@@ -95,7 +95,7 @@ pub async fn get(
     let view = match state.read().workflow(id).await? {
         Some(view) if reached => Some(view),
         // Not seen yet, or behind the client's position: fold the streams.
-        _ => crate::read::fold::workflow(state.service().store().as_ref(), id).await?,
+        _ => jobsource_app::read::fold::workflow(state.service().store().as_ref(), id).await?,
     };
     view.map(Json)
         .ok_or_else(|| ApiError::workflow_not_found(id))

@@ -20,7 +20,7 @@ use jobsource_eventstore::Position;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::read::{wait_for, Model};
+use jobsource_app::read::{wait_for, Model};
 
 /// The `/v1` routes (mounted under `/v1` by [`super::app`]).
 pub fn routes() -> Router<AppState> {
@@ -112,10 +112,12 @@ pub fn since(timeframe: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError>
         Some("day") => chrono::Duration::days(1),
         Some("week") => chrono::Duration::weeks(1),
         Some(other) => {
-            return Err(ApiError::Service(crate::service::ServiceError::validation(
-                "timeframe",
-                format!("must be hour, day or week, not {other:?}"),
-            )))
+            return Err(ApiError::Service(
+                jobsource_app::service::ServiceError::validation(
+                    "timeframe",
+                    format!("must be hour, day or week, not {other:?}"),
+                ),
+            ))
         }
     };
     Ok(Some(Utc::now() - span))
@@ -126,10 +128,12 @@ pub fn limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, 
     match limit {
         None => Ok(default),
         Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::Service(crate::service::ServiceError::validation(
-            "limit",
-            format!("must be between 1 and {max}"),
-        ))),
+        Some(_) => Err(ApiError::Service(
+            jobsource_app::service::ServiceError::validation(
+                "limit",
+                format!("must be between 1 and {max}"),
+            ),
+        )),
     }
 }
 

@@ -13,8 +13,8 @@ use super::dto::{
 use super::error::{SeedError, SeedErrorBody};
 use super::extract::{SeedContext, SeedId, SeedJson, SeedQuery, SeedRequest};
 use super::{timeframe, visible};
-use crate::http::AppState;
-use crate::service::ServiceError;
+use crate::AppState;
+use jobsource_app::service::ServiceError;
 
 /// Turns the seed's body into the domain command. Values the command's types cannot hold
 /// (a negative priority) are refused here, with the domain's wording; everything else is
@@ -114,7 +114,7 @@ pub async fn status(
     // The read model lags the log: a job it has not seen yet is folded from its stream.
     let job = match state.read().job(uuid).await.map_err(query)? {
         Some(job) => Some(job),
-        None => crate::read::fold::job(state.service().store().as_ref(), uuid)
+        None => jobsource_app::read::fold::job(state.service().store().as_ref(), uuid)
             .await
             .map_err(query)?,
     }

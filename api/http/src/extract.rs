@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::service::{fingerprint, CommandContext};
+use jobsource_app::service::{fingerprint, CommandContext};
 
 /// The request's correlation id (set by the correlation middleware).
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //!
 //! Rules that only this surface has (the route's validation code, the seed's messages)
 //! are decided here; everything else (conflicts, outages, internal faults, and their
-//! logging) goes through the `/v1` mapping in [`crate::http::error`], so both surfaces
+//! logging) goes through the `/v1` mapping in [`crate::error`], so both surfaces
 //! give a failure the same status and never leak internal detail.
 
 use std::fmt::Display;
@@ -15,9 +15,9 @@ use jobsource_domain::DomainError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::http::error::ApiError;
-use crate::read::QueryError;
-use crate::service::ServiceError;
+use crate::error::ApiError;
+use jobsource_app::read::QueryError;
+use jobsource_app::service::ServiceError;
 
 /// The error body.
 #[derive(Debug, Serialize, ToSchema)]

@@ -11,12 +11,12 @@ use jobsource_domain::job_stream;
 
 use super::dto::*;
 use super::{limit, read_your_writes, since};
-use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::{CommandHeaders, JsonBody, OptionalJsonBody, PathId, QueryParams};
-use crate::http::{schema, AppState};
-use crate::read::{JobQuery, JobStats, JobView, Model, Page};
-use crate::service::claims::{self, Claim};
-use crate::service::{leases, Outcome, ServiceError};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{CommandHeaders, JsonBody, OptionalJsonBody, PathId, QueryParams};
+use crate::{schema, AppState};
+use jobsource_app::read::{JobQuery, JobStats, JobView, Model, Page};
+use jobsource_app::service::claims::{self, Claim};
+use jobsource_app::service::{leases, Outcome, ServiceError};
 
 fn answer(outcome: &Outcome<Job>) -> JobCommandResponse {
     JobCommandResponse {
@@ -51,7 +51,7 @@ pub async fn submit(
     let command = body
         .value
         .into_command(Utc::now())
-        .map_err(crate::service::ServiceError::from)?;
+        .map_err(jobsource_app::service::ServiceError::from)?;
     let outcome = state.service().submit_job(command, &ctx).await?;
     let status = if outcome.replayed {
         StatusCode::OK
@@ -89,7 +89,7 @@ pub async fn assign(
     let cmd = JobCommand::Assign(
         body.value
             .into_command(Utc::now())
-            .map_err(crate::service::ServiceError::from)?,
+            .map_err(jobsource_app::service::ServiceError::from)?,
     );
     run(
         &state,
@@ -118,7 +118,7 @@ pub async fn progress(
         body.value
             .clone()
             .into_command()
-            .map_err(crate::service::ServiceError::from)?,
+            .map_err(jobsource_app::service::ServiceError::from)?,
     );
     run(
         &state,
@@ -258,7 +258,7 @@ pub async fn heartbeat(
     Ok(Json(JobHeartbeatResponse {
         job_id: id,
         worker_id: body.value.worker_id,
-        lease_expires_at: crate::read::view::timestamp(deadline),
+        lease_expires_at: jobsource_app::read::view::timestamp(deadline),
     }))
 }
 
@@ -321,7 +321,7 @@ pub async fn get(
     let view = match state.read().job(id).await? {
         Some(view) if reached => Some(view),
         // Not seen yet, or behind the client's position: fold the stream.
-        _ => crate::read::fold::job(state.service().store().as_ref(), id).await?,
+        _ => jobsource_app::read::fold::job(state.service().store().as_ref(), id).await?,
     };
     let mut view = view.ok_or_else(|| ApiError::job_not_found(id))?;
     if view.lease_expires_at.is_some() {
@@ -335,8 +335,8 @@ pub async fn get(
             .map_err(ServiceError::from)?;
         if let Some(lease) = lease {
             if lease.attempt == view.attempt {
-                view.lease_expires_at = Some(crate::read::view::timestamp(
-                    crate::service::queue::time_of(lease.deadline_ms),
+                view.lease_expires_at = Some(jobsource_app::read::view::timestamp(
+                    jobsource_app::service::queue::time_of(lease.deadline_ms),
                 ));
             }
         }

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::{app, AppState, HttpConfig};
-use crate::read::memory::MemoryReadModel;
-use crate::service::Service;
+use jobsource_app::read::memory::MemoryReadModel;
+use jobsource_app::service::Service;
 
 struct TestApp {
     router: Router,
@@ -596,7 +596,7 @@ async fn min_position_waits_for_the_read_model() {
     // Nothing has fed the model yet: it misses the job, and a plain lookup answers from
     // the job's stream instead (never a 404 after the create answered)...
     assert_eq!(
-        crate::read::ReadSide::job(&*t.model, id.parse().unwrap())
+        jobsource_app::read::ReadSide::job(&*t.model, id.parse().unwrap())
             .await
             .unwrap(),
         None
@@ -723,8 +723,9 @@ async fn openapi_lists_every_route_and_error() {
 
 #[tokio::test]
 async fn a_job_type_catalog_restricts_types_and_fills_requirements() {
-    let catalog = crate::catalog::Catalog::parse(include_str!("../../../job-types.example.toml"))
-        .expect("example catalog parses");
+    let catalog =
+        jobsource_app::catalog::Catalog::parse(include_str!("../../../job-types.example.toml"))
+            .expect("example catalog parses");
     let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new(StoreConfig::default()));
     let service = Arc::new(Service::new(store.clone(), Some(Arc::new(catalog))));
     let model = MemoryReadModel::new(store);

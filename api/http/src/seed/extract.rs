@@ -8,10 +8,10 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use super::error::SeedError;
-use crate::http::error::ApiError;
-use crate::http::extract::{parse_json, CorrelationId};
-use crate::http::AppState;
-use crate::service::CommandContext;
+use crate::error::ApiError;
+use crate::extract::{parse_json, CorrelationId};
+use crate::AppState;
+use jobsource_app::service::CommandContext;
 
 /// A request body or query of the seed API, and how its route reports one it cannot read.
 pub trait SeedRequest: DeserializeOwned {

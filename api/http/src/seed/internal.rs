@@ -16,8 +16,8 @@ use super::dto::{SeedCompleteRequest, SeedOk, SeedProgressRequest};
 use super::error::{SeedError, SeedErrorBody};
 use super::extract::{SeedContext, SeedId, SeedJson, SeedRequest};
 use super::visible;
-use crate::http::AppState;
-use crate::service::{CommandContext, ServiceError};
+use crate::AppState;
+use jobsource_app::service::{CommandContext, ServiceError};
 
 /// Runs a worker's report on job `id` (claiming a pending job for the named worker first)
 /// and waits until the read model shows it.

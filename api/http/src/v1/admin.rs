@@ -6,9 +6,9 @@ use axum::Json;
 use jobsource_eventstore::Offset;
 
 use super::dto::{ProjectionsResponse, RebuildRequest, RebuildResponse};
-use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::OptionalJsonBody;
-use crate::http::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::OptionalJsonBody;
+use crate::AppState;
 
 /// Status of every projection (and the orchestrator) per partition.
 #[utoipa::path(operation_id = "admin_projections", get, path = "/v1/projections", tag = "projections",

@@ -8,12 +8,12 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::limit;
-use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::{PathId, QueryParams};
-use crate::http::{schema, AppState};
-use crate::read::Page;
-use crate::service::ServiceError;
-use crate::webhooks::{Delivery, DeliveryQuery, DeliveryStatus, DeliveryStore, Requeue};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{PathId, QueryParams};
+use crate::{schema, AppState};
+use jobsource_app::read::Page;
+use jobsource_app::service::ServiceError;
+use jobsource_app::webhooks::{Delivery, DeliveryQuery, DeliveryStatus, DeliveryStore, Requeue};
 
 /// `GET /v1/webhooks/deliveries` parameters.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]

@@ -12,8 +12,8 @@ use jobsource_domain::{DomainError, FieldError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::read::QueryError;
-use crate::service::ServiceError;
+use jobsource_app::read::QueryError;
+use jobsource_app::service::ServiceError;
 
 /// An error answered by a `/v1` route.
 #[derive(Debug, thiserror::Error)]

@@ -6,10 +6,10 @@ use jobsource_eventstore::Offset;
 
 use super::dto::{EventPageResponse, EventView, EventsParams};
 use super::limit;
-use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::QueryParams;
-use crate::http::AppState;
-use crate::read::events::EventFilter;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::QueryParams;
+use crate::AppState;
+use jobsource_app::read::events::EventFilter;
 
 /// A page of events after an offset, filtered, with the cursor of the next page: from the
 /// archive, then the live log for what is not archived yet (embedded: the log).
@@ -30,7 +30,7 @@ pub async fn page(
     let cursor = store
         .resolve(&offset)
         .await
-        .map_err(crate::service::ServiceError::from)?;
+        .map_err(jobsource_app::service::ServiceError::from)?;
     let filter = EventFilter {
         types: q.types,
         stream: q.stream,
