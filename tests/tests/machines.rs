@@ -262,7 +262,7 @@ async fn replayed_machine_models_equal_the_live_ones() {
     .unwrap();
     // Event by event (batch 1) and folded (batch 500) replays both match the live models.
     for batch in [1, 500] {
-        let diff = jobsource_projections::redis_rebuild::verify(
+        let diff = jobsource_projections::redis::rebuild::verify(
             &store,
             store.connection(),
             &app.prefix,

@@ -307,7 +307,7 @@ async fn visibility(
     let started = Instant::now();
     let mut sent = 0u64;
     let mut senders = Vec::with_capacity(total as usize);
-    let keys = jobsource_projections::redis_model::RmKeys::new(rm);
+    let keys = jobsource_projections::redis::model::RmKeys::new(rm);
     let prober = {
         let (pending, finished, http, base) = (
             pending.clone(),

@@ -66,7 +66,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
             // The real rebuild path: a shadow generation built from the log, then swapped in.
             let noop = |_: u64, _: u64| {};
             let start = Instant::now();
-            jobsource_projections::redis_rebuild::rebuild(
+            jobsource_projections::redis::rebuild::rebuild(
                 &store,
                 store.connection(),
                 &rm,

@@ -169,7 +169,7 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
                     bar.set_position(done);
                 };
                 let start = std::time::Instant::now();
-                let n = jobsource_projections::redis_rebuild::rebuild(
+                let n = jobsource_projections::redis::rebuild::rebuild(
                     &store,
                     store.connection(),
                     &db.read_prefix(),
@@ -212,7 +212,7 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
         ProjectionsCommand::Verify { name, db } => {
             let store = db.store.connect().await?;
             let diffs = if name == "redis" {
-                jobsource_projections::redis_rebuild::verify(
+                jobsource_projections::redis::rebuild::verify(
                     &store,
                     store.connection(),
                     &db.read_prefix(),

@@ -12,9 +12,7 @@ mod error;
 pub mod events;
 pub mod fold;
 pub mod full;
-pub mod machine_view;
 pub mod memory;
-pub mod view;
 
 use std::time::Duration;
 
@@ -24,9 +22,11 @@ use jobsource_eventstore::{Offset, Position};
 use uuid::Uuid;
 
 pub use error::QueryError;
-pub use machine_view::{MachineQuery, MachineView, WorkerView};
-pub use view::{
-    JobQuery, JobStats, JobView, Page, StepView, WorkflowQuery, WorkflowStats, WorkflowView,
+pub use jobsource_projections::view;
+pub use jobsource_projections::view::machine as machine_view;
+pub use jobsource_projections::view::{
+    JobQuery, JobStats, JobView, MachineQuery, MachineView, Page, PendingEntry, QueueCounts,
+    StepView, WorkerView, WorkflowQuery, WorkflowStats, WorkflowView,
 };
 
 pub use crate::status::ProjectionStatus;
@@ -38,28 +38,6 @@ pub enum Model {
     Hot,
     /// Lists and stats, the machine list included (`postgres` projection).
     Lists,
-}
-
-/// A pending job as the claim queue orders it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PendingEntry {
-    /// Priority (claims take the highest first).
-    pub priority: u8,
-    /// Job id (UUID v7: FIFO within a priority).
-    pub job_id: Uuid,
-}
-
-/// Sizes of the hot model's queue structures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueCounts {
-    /// Pending jobs.
-    pub pending: u64,
-    /// Assigned or running jobs.
-    pub assigned: u64,
-    /// Completed jobs.
-    pub completed: u64,
-    /// Failed jobs.
-    pub failed: u64,
 }
 
 /// Queries every deployment answers.

@@ -22,9 +22,9 @@ use futures::StreamExt;
 use jobsource_eventstore::{Cursor, EventStore};
 use redis::aio::ConnectionManager;
 
+use super::model::{RedisReadModel, RmKeys};
 use crate::error::ProjectionError;
 use crate::rebuild::{Difference, Progress};
-use crate::redis_model::{RedisReadModel, RmKeys};
 
 fn redis_err(e: redis::RedisError) -> ProjectionError {
     ProjectionError::Redis(e)

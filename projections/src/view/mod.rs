@@ -4,6 +4,9 @@
 //! shapes, and so does time travel (`as_of_version`, `as_of`), which folds the history
 //! with [`JobView::fold`].
 
+pub mod machine;
+mod queue;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -13,6 +16,9 @@ use jobsource_eventstore::Envelope;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
+
+pub use machine::{MachineEntry, MachineQuery, MachineTimes, MachineView, WorkerView};
+pub use queue::{PendingEntry, QueueCounts};
 
 /// Formats a time the way every view shows it (RFC 3339, milliseconds, `Z`).
 pub fn timestamp(t: DateTime<Utc>) -> String {

@@ -25,7 +25,7 @@ use jobsource_domain::machine::MachineEvent;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::redis_model::{Ops, RmKeys};
+use super::model::{Ops, RmKeys};
 
 /// Name of the batch-script operation that records one worker's entry and rebuilds the
 /// machine hash's `workers` and `current_jobs`. Args: the entry JSON, the worker id.

@@ -15,7 +15,7 @@
 //!                            updated_at, completed_at, version
 //! <rm>:workflow:<id>:jobs    set of job ids
 //! <rm>:projection:redis:checkpoint   hash: partition -> last applied log id
-//! <rm>:machine:<id>, <rm>:machine:<id>:workers, <rm>:machines   see [`crate::redis_machines`]
+//! <rm>:machine:<id>, <rm>:machine:<id>:workers, <rm>:machines   see [`super::machines`]
 //! ```
 //! With an empty `<rm>` the keys are the seed's bare keys (`job:<id>`, `jobs:pending`, ...).
 //!
@@ -34,8 +34,8 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 use serde_json::json;
 
+use super::machines::{machine_ops, MACHINE_WORKER_LUA};
 use crate::error::ProjectionError;
-use crate::redis_machines::{machine_ops, MACHINE_WORKER_LUA};
 
 /// Applies a whole batch atomically, with the checkpoint: for each event, its operations
 /// run only when its version is above the entity hash's `version`.
@@ -299,7 +299,7 @@ impl Group {
                     }
                     // A machine worker's entry folds like a zset member: per worker, the
                     // last entry wins.
-                    "ZADD" | crate::redis_machines::MACHINE_WORKER => {
+                    "ZADD" | super::machines::MACHINE_WORKER => {
                         for pair in args.chunks(2) {
                             if let [score, m] = pair {
                                 let op = (name.clone(), Some(score.clone()));
