@@ -2,6 +2,9 @@
 //! domain-decided lifecycles, the pending zset by priority, and a replay from the start
 //! that changes no key.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use jobsource_domain::job::{

@@ -1,6 +1,9 @@
 //! Rebuild of the Redis read model (new key generation, atomic swap) while appends
 //! continue, and verify (equal after the rebuild, differences reported after tampering).
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use jobsource_domain::job::{AssignJob, CompleteJob, Job, JobCommand, SubmitJob};

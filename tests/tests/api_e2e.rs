@@ -1,5 +1,8 @@
 //! End-to-end: `jobsource serve` on real Redis and PostgreSQL, driven over HTTP.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 
 use jobsource_http::HttpConfig;

@@ -4,6 +4,9 @@
 //! concurrent claimers, claim order across partitions, two sweepers, offline machines,
 //! long-polling and complete-with-next, and bad input that changes nothing.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

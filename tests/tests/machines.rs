@@ -3,6 +3,9 @@
 //! bad input, the timeout sweeper (alone and two racing), and `/ws` machine
 //! subscriptions.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,6 +2,9 @@
 //! workflow driven to completion, and an orchestrator killed mid-workflow and restarted
 //! without any command applied twice.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

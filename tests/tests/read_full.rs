@@ -7,6 +7,9 @@
 //! Each test has its own key prefix and its own PostgreSQL database, removed at the end
 //! (also when it fails: see `Env`'s `Drop`).
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -7,6 +7,9 @@
 //! The seed's tests ran with the API key `test_api_key` and the seed's four job types;
 //! so do these (`job-types.example.toml`).
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;

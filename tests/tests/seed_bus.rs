@@ -6,6 +6,9 @@
 //! `read_prefix`, the subscriber via `SeedBusConfig::namespace`), so they never touch the
 //! shared bare `events:*` / `stream:<type>` names and the prefix cleanup removes them.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;

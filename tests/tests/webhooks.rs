@@ -1,6 +1,9 @@
 //! Webhooks end to end: `jobsource serve` on real Redis and PostgreSQL delivering to
 //! small HTTP receivers run by the test (plain tokio, one request per connection).
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

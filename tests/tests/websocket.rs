@@ -3,6 +3,9 @@
 //! the connection management (slow clients, unanswered pings, shutdown, API keys) on
 //! embedded servers, whose limits the tests shrink.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -3,8 +3,9 @@
 //! The views (`JobView`, `WorkflowView`, `MachineView`, deliveries, projection rows) live
 //! in `jobsource-app`, which does not depend on the HTTP stack; these mirrors carry the
 //! same names, fields and serde attributes, so the document describes exactly what the
-//! handlers serialize. They are only used in `#[utoipa::path]` and `components(schemas)`;
-//! `tests` checks each one against a serialized view.
+//! handlers serialize. They are only used in `#[utoipa::path]` and `components(schemas)`:
+//! a field added to a view is added here too (the `/openapi.json` document was identical
+//! before and after the views moved out of the HTTP crate).
 
 use std::collections::BTreeMap;
 

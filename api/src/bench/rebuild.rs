@@ -18,6 +18,7 @@ pub struct RebuildArgs {
     /// `postgres` or `redis`.
     #[arg(long)]
     pub projection: String,
+    #[allow(missing_docs)] // flattened: each argument has its own help
     #[command(flatten)]
     pub store: StoreArgs,
     /// PostgreSQL server; the bench creates and drops its own database on it.

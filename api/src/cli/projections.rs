@@ -14,6 +14,7 @@ pub enum ProjectionsCommand {
     CatchUp {
         /// Projection name (`archive`, `postgres`).
         name: String,
+        #[allow(missing_docs)] // flattened: each argument has its own help
         #[command(flatten)]
         db: DbArgs,
     },
@@ -25,6 +26,7 @@ pub enum ProjectionsCommand {
         /// Start the rebuild from this offset (`start`, a time, `p@ms-seq,...`).
         #[arg(long)]
         from: Option<String>,
+        #[allow(missing_docs)] // flattened: each argument has its own help
         #[command(flatten)]
         db: DbArgs,
     },
@@ -33,6 +35,7 @@ pub enum ProjectionsCommand {
     Verify {
         /// Projection name (`archive`, `postgres`, `redis`).
         name: String,
+        #[allow(missing_docs)] // flattened: each argument has its own help
         #[command(flatten)]
         db: DbArgs,
     },
@@ -40,6 +43,7 @@ pub enum ProjectionsCommand {
     Resume {
         /// Projection name (`archive`, `postgres`).
         name: String,
+        #[allow(missing_docs)] // flattened: each argument has its own help
         #[command(flatten)]
         db: DbArgs,
     },
