@@ -1,16 +1,7 @@
-//! jobsource API crate: the command/query layer, the HTTP surfaces, orchestration, and
-//! the `jobsource` binary's commands (serve, benchmarks, migrate, projections, events).
+//! The `jobsource` binary's library: its commands (serve, benchmarks, migrate,
+//! projections, events). [`serve`] wires `jobsource-app` (command/query layer,
+//! orchestration, webhooks, live feed) to `jobsource-http` (the routes).
 
 pub mod bench;
-pub mod catalog;
 pub mod cli;
-pub mod consumers;
-pub mod http;
-pub mod live;
-pub mod metrics;
-pub mod orchestrator;
-pub mod read;
-pub mod seed_bus;
 pub mod serve;
-pub mod service;
-pub mod webhooks;

@@ -3,6 +3,9 @@
 //! while nothing runs, and a restarted process expires it right after start, exactly once.
 //! Then two processes sweep the same store at once: every lease still expires once.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,9 @@
 //! equals the step-by-step state, versions stay contiguous, and terminal states accept
 //! nothing.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use jobsource_domain::job::{
     AssignJob, CancelJob, CompleteJob, FailJob, Job, JobCommand, JobError, ReportProgress,
     SubmitJob,

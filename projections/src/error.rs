@@ -17,6 +17,9 @@ pub enum ProjectionError {
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A read-model entry that does not read as a view (a field that does not parse).
+    #[error("{0}")]
+    Corrupt(String),
     /// An event could not be applied (the batch was rolled back, the checkpoint stays).
     #[error("cannot apply event at {position}: {message}")]
     Apply {

@@ -2,6 +2,9 @@
 //! event store (a unique prefix per test): catch-up, idempotence under re-delivery, and a
 //! batch that fails half-way leaving nothing behind.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 

@@ -1,6 +1,9 @@
 //! A projector task killed (aborted) in the middle of a batch, then restarted, ends equal to
 //! a from-scratch recomputation (`verify`), with every event applied exactly once.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

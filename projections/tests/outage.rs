@@ -1,6 +1,9 @@
 //! PostgreSQL down for a while, then back: the projector waits (no stall, no exit) and
 //! catches up with nothing lost. Uses a private PostgreSQL server, never the shared one.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,9 @@
 //! The `postgres` read model on a fresh PostgreSQL database: domain-decided lifecycles
 //! become rows, and a replay of everything from the start changes no row.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use jobsource_domain::job::{
     AssignJob, CancelJob, CompleteJob, FailJob, Job, JobCommand, JobError, ReportProgress,
     SubmitJob,

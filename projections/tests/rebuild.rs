@@ -1,6 +1,9 @@
 //! Rebuild beside the live model while appends continue, resume after a crash, and verify
 //! (equal after a rebuild, differences reported after tampering).
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 

@@ -2,6 +2,9 @@
 //! domain-decided lifecycles, the pending zset by priority, and a replay from the start
 //! that changes no key.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use jobsource_domain::job::{
@@ -189,11 +192,11 @@ async fn seed_keys_from_lifecycles_and_replay_changes_nothing() {
 
 #[test]
 fn empty_namespace_gives_the_seed_bare_keys() {
-    let k = jobsource_projections::redis_model::RmKeys::new("");
+    let k = jobsource_projections::redis::model::RmKeys::new("");
     assert_eq!(k.job("1"), "job:1");
     assert_eq!(k.key("jobs:pending"), "jobs:pending");
     assert_eq!(k.workflow("w"), "workflow:w");
-    let k = jobsource_projections::redis_model::RmKeys::new("js");
+    let k = jobsource_projections::redis::model::RmKeys::new("js");
     assert_eq!(k.job("1"), "js:job:1");
 }
 

@@ -1,12 +1,15 @@
 //! Rebuild of the Redis read model (new key generation, atomic swap) while appends
 //! continue, and verify (equal after the rebuild, differences reported after tampering).
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use jobsource_domain::job::{AssignJob, CompleteJob, Job, JobCommand, SubmitJob};
 use jobsource_domain::job_stream;
 use jobsource_eventstore::{EventStore, RedisStore, StoreConfig};
-use jobsource_projections::redis_rebuild::{is_rebuilding, rebuild, verify};
+use jobsource_projections::redis::rebuild::{is_rebuilding, rebuild, verify};
 use jobsource_projections::RedisReadModel;
 use jobsource_tests::{cleanup_prefix, redis_url, run_commands, unique_prefix};
 use redis::AsyncCommands;
@@ -153,7 +156,7 @@ async fn an_interrupted_redis_rebuild_resumes_from_its_own_checkpoints() {
     );
     let shadow = RedisReadModel::new(
         store.connection(),
-        &jobsource_projections::redis_rebuild::shadow_namespace(&rm),
+        &jobsource_projections::redis::rebuild::shadow_namespace(&rm),
     );
     let mut before = 0;
     for p in 0..2 {

@@ -1,6 +1,9 @@
 //! The Redis read model worker follows the live log, and an event it cannot apply stalls
 //! only its partition, with the position recorded, while the others keep going.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

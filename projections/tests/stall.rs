@@ -2,6 +2,9 @@
 //! another projection keeps running; once the cause is fixed and the stall resumed, the
 //! projection catches up with nothing skipped.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

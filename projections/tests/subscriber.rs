@@ -3,6 +3,9 @@
 //! outages are waited out without stalling, and a direct catch-up beside the running loop
 //! (many appending tasks meanwhile) applies every event exactly once.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use jobsource_api::http::HttpConfig;
 use jobsource_api::serve::{ServeConfig, Server};
+use jobsource_http::HttpConfig;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
@@ -112,7 +112,7 @@ impl TestApp {
     }
 
     /// The server's registry of consumers (to stop one, as a crashed task would end).
-    pub fn consumers(&self) -> Option<std::sync::Arc<jobsource_api::consumers::Consumers>> {
+    pub fn consumers(&self) -> Option<std::sync::Arc<jobsource_app::consumers::Consumers>> {
         self.server
             .as_ref()
             .and_then(|s| s.state.consumers().cloned())

@@ -10,7 +10,12 @@
 //! - **Servers**: the shared servers named by `REDIS_URL` / `DATABASE_URL` (which
 //!   `scripts/test` exports) are never stopped. A test that kills or restarts Redis starts
 //!   its own [`PrivateRedis`].
+//!
+//! The `server` feature (on by default) adds `spawn_app`, a whole `jobsource serve`
+//! with HTTP helpers; the read-model crates' tests use the harness without it
+//! (`default-features = false`), so they do not build the HTTP crates.
 
+#[cfg(feature = "server")]
 pub mod app;
 pub mod db;
 pub mod drive;
@@ -19,6 +24,7 @@ pub mod pg_server;
 pub mod prefix;
 pub mod redis_server;
 
+#[cfg(feature = "server")]
 pub use app::{spawn_app, spawn_app_with, Answer, TestApp};
 pub use db::TestDatabase;
 pub use drive::run_commands;

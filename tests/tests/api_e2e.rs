@@ -1,8 +1,11 @@
 //! End-to-end: `jobsource serve` on real Redis and PostgreSQL, driven over HTTP.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 
-use jobsource_api::http::HttpConfig;
+use jobsource_http::HttpConfig;
 use jobsource_tests::{spawn_app, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

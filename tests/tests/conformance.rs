@@ -4,6 +4,9 @@
 //! instantiates it once for the in-memory store and once for Redis (unique key prefix per
 //! test, keys deleted afterwards).
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -5,6 +5,9 @@
 //! gets each going again and nothing is skipped; a consumer whose task ended shows
 //! `stopped`.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use jobsource_eventstore::{AppendRequest, EventStore, ExpectedVersion, NewEvent};
@@ -231,7 +234,7 @@ async fn embedded_consumers_stall_on_a_poison_event_and_never_skip_it() {
         .await
         .expect("append");
     let position = appended.last_position().expect("position");
-    let stalled = |rows: &[jobsource_api::read::ProjectionStatus], name: &str| {
+    let stalled = |rows: &[jobsource_app::read::ProjectionStatus], name: &str| {
         rows.iter().any(|r| {
             r.projection == name
                 && r.partition == position.partition

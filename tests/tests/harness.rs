@@ -2,6 +2,9 @@
 //! Redis, a fresh PostgreSQL database per test, and a private Redis that can be killed
 //! and restarted.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use jobsource_tests::{
     cleanup_prefix, database_url, redis_connection, redis_url, unique_prefix, PrivateRedis,
     TestDatabase,

@@ -4,12 +4,15 @@
 //! concurrent claimers, claim order across partitions, two sweepers, offline machines,
 //! long-polling and complete-with-next, and bad input that changes nothing.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jobsource_api::serve::ServeConfig;
-use jobsource_api::service::{leases, Service};
+use jobsource_app::service::{leases, Service};
 use jobsource_eventstore::EventStore;
 use jobsource_tests::app::spawn_app_config;
 use jobsource_tests::{redis_url, Answer, TestApp};

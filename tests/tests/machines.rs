@@ -3,13 +3,16 @@
 //! bad input, the timeout sweeper (alone and two racing), and `/ws` machine
 //! subscriptions.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use jobsource_api::service::machines::sweeper::Sweeper;
-use jobsource_api::service::machines::{RedisSeenStore, SeenStore};
-use jobsource_api::service::Service;
+use jobsource_app::service::machines::sweeper::Sweeper;
+use jobsource_app::service::machines::{RedisSeenStore, SeenStore};
+use jobsource_app::service::Service;
 use jobsource_eventstore::{EventStore, RedisStore, StoreConfig};
 use jobsource_tests::app::spawn_app_config;
 use jobsource_tests::{redis_connection, redis_url, spawn_app, Answer, TestApp};
@@ -262,7 +265,7 @@ async fn replayed_machine_models_equal_the_live_ones() {
     .unwrap();
     // Event by event (batch 1) and folded (batch 500) replays both match the live models.
     for batch in [1, 500] {
-        let diff = jobsource_projections::redis_rebuild::verify(
+        let diff = jobsource_projections::redis::rebuild::verify(
             &store,
             store.connection(),
             &app.prefix,

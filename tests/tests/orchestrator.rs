@@ -2,12 +2,15 @@
 //! workflow driven to completion, and an orchestrator killed mid-workflow and restarted
 //! without any command applied twice.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobsource_api::orchestrator::{Orchestrator, OrchestratorState, RedisOrchestratorState};
-use jobsource_api::service::{CommandContext, Service};
+use jobsource_app::orchestrator::{Orchestrator, OrchestratorState, RedisOrchestratorState};
+use jobsource_app::service::{CommandContext, Service};
 use jobsource_domain::job::{AssignJob, CompleteJob, JobCommand, JobStatus};
 use jobsource_domain::workflow::{CreateWorkflow, StepSpec, WorkflowStatus};
 use jobsource_domain::{job_stream, workflow_stream};

@@ -7,14 +7,17 @@
 //! Each test has its own key prefix and its own PostgreSQL database, removed at the end
 //! (also when it fails: see `Env`'s `Drop`).
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jobsource_api::read::full::FullReadSide;
-use jobsource_api::read::memory::MemoryReadModel;
-use jobsource_api::read::{JobQuery, Model, PendingEntry, ReadSide, WorkflowQuery};
-use jobsource_api::service::{CommandContext, Service, ServiceError};
+use jobsource_app::read::full::FullReadSide;
+use jobsource_app::read::memory::MemoryReadModel;
+use jobsource_app::read::{JobQuery, Model, PendingEntry, QueryError, ReadSide, WorkflowQuery};
+use jobsource_app::service::{CommandContext, Service};
 use jobsource_domain::job::{
     AssignJob, CancelJob, CompleteJob, FailJob, Job, JobCommand, JobError, ReportProgress,
     Requirements, SubmitJob,
@@ -290,7 +293,7 @@ fn workflow(name: &str, steps: Vec<StepSpec>) -> CreateWorkflow {
     }
 }
 
-fn created_at(view: Option<jobsource_api::read::JobView>) -> DateTime<Utc> {
+fn created_at(view: Option<jobsource_app::read::JobView>) -> DateTime<Utc> {
     let at = view.and_then(|v| v.created_at).expect("created_at");
     DateTime::parse_from_rfc3339(&at)
         .expect("RFC 3339")
@@ -868,7 +871,7 @@ async fn checkpoints_status_rebuild_and_health() {
     env.full.rebuild("postgres", Offset::Start).await.unwrap();
     assert!(env.full.is_rebuilding("postgres"));
     match env.full.rebuild("postgres", Offset::Start).await {
-        Err(ServiceError::BadRequest { field, .. }) => assert_eq!(field, "name"),
+        Err(QueryError::BadRequest { field, .. }) => assert_eq!(field, "name"),
         other => {
             // The first one may already be done on a fast machine.
             assert!(other.is_ok(), "{other:?}");
@@ -906,7 +909,7 @@ async fn checkpoints_status_rebuild_and_health() {
     env.assert_same_job(extra, "pending").await;
     for name in ["nope"] {
         match env.full.rebuild(name, Offset::Start).await {
-            Err(ServiceError::BadRequest { field, message }) => {
+            Err(QueryError::BadRequest { field, message }) => {
                 assert_eq!(field, "name");
                 assert!(message.contains("postgres"), "{message}");
             }

@@ -7,11 +7,14 @@
 //! The seed's tests ran with the API key `test_api_key` and the seed's four job types;
 //! so do these (`job-types.example.toml`).
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use jobsource_api::http::HttpConfig;
+use jobsource_http::HttpConfig;
 use jobsource_tests::app::spawn_app_config;
 use jobsource_tests::{redis_connection, redis_url, Answer, TestApp};
 use redis::AsyncCommands;

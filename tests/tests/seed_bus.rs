@@ -6,13 +6,16 @@
 //! `read_prefix`, the subscriber via `SeedBusConfig::namespace`), so they never touch the
 //! shared bare `events:*` / `stream:<type>` names and the prefix cleanup removes them.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use jobsource_api::seed_bus::{SeedBus, SeedBusConfig};
-use jobsource_api::service::{CommandContext, Service};
+use jobsource_app::seed_bus::{SeedBus, SeedBusConfig};
+use jobsource_app::service::{CommandContext, Service};
 use jobsource_domain::job::SubmitJob;
 use jobsource_domain::workflow::{CreateWorkflow, StepSpec};
 use jobsource_eventstore::{EventStore, LogId, RedisStore, StoreConfig};

@@ -1,13 +1,16 @@
 //! Webhooks end to end: `jobsource serve` on real Redis and PostgreSQL delivering to
 //! small HTTP receivers run by the test (plain tokio, one request per connection).
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jobsource_api::serve::ServeConfig;
-use jobsource_api::webhooks::signature::{digest_hex, verify};
+use jobsource_app::webhooks::signature::{digest_hex, verify};
 use jobsource_tests::app::spawn_app_config;
 use jobsource_tests::TestApp;
 use reqwest::StatusCode;

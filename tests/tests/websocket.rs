@@ -3,16 +3,19 @@
 //! the connection management (slow clients, unanswered pings, shutdown, API keys) on
 //! embedded servers, whose limits the tests shrink.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use jobsource_api::http::HttpConfig;
-use jobsource_api::live::{LiveConfig, LiveFeed};
 use jobsource_api::serve::{ServeConfig, Server};
+use jobsource_app::live::{LiveConfig, LiveFeed};
 use jobsource_eventstore::{
     AppendRequest, EventStore, ExpectedVersion, MemoryStore, NewEvent, StoreConfig,
 };
+use jobsource_http::HttpConfig;
 use jobsource_tests::{spawn_app, TestApp};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;

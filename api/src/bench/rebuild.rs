@@ -18,6 +18,7 @@ pub struct RebuildArgs {
     /// `postgres` or `redis`.
     #[arg(long)]
     pub projection: String,
+    #[allow(missing_docs)] // flattened: each argument has its own help
     #[command(flatten)]
     pub store: StoreArgs,
     /// PostgreSQL server; the bench creates and drops its own database on it.
@@ -66,7 +67,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
             // The real rebuild path: a shadow generation built from the log, then swapped in.
             let noop = |_: u64, _: u64| {};
             let start = Instant::now();
-            jobsource_projections::redis_rebuild::rebuild(
+            jobsource_projections::redis::rebuild::rebuild(
                 &store,
                 store.connection(),
                 &rm,

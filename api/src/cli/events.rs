@@ -4,6 +4,8 @@ use clap::Args;
 use futures::StreamExt;
 use jobsource_eventstore::{EventStore, Offset, RecordedEvent};
 
+use jobsource_app::read::events::glob_match;
+
 use super::StoreArgs;
 
 /// Options of `jobsource events`.
@@ -26,26 +28,6 @@ pub struct EventsArgs {
     /// One envelope per line as JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// True when `text` matches `glob` (`*` = any run of characters).
-pub fn glob_match(glob: &str, text: &str) -> bool {
-    let parts: Vec<&str> = glob.split('*').collect();
-    if parts.len() == 1 {
-        return glob == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
-        return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 fn print(e: &RecordedEvent, json: bool) {
@@ -106,21 +88,4 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("job_*", "job_completed"));
-        assert!(glob_match("*_completed", "workflow_completed"));
-        assert!(glob_match("job_*ed", "job_assigned"));
-        assert!(glob_match("*", "anything"));
-        assert!(glob_match("job_failed", "job_failed"));
-        assert!(!glob_match("job_*", "workflow_created"));
-        assert!(!glob_match("job_*ed", "job_progress"));
-        assert!(!glob_match("a*a", "a"));
-    }
 }

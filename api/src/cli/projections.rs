@@ -8,8 +8,8 @@ use jobsource_eventstore::EventStore;
 use jobsource_projections::worker::WorkerConfig;
 use jobsource_projections::RedisReadModel;
 
-use crate::consumers::{Consumers, DurableParts};
-use crate::service::Service;
+use jobsource_app::consumers::{Consumers, DurableParts};
+use jobsource_app::service::Service;
 
 use super::StoreArgs;
 
@@ -22,6 +22,7 @@ pub enum ProjectionsCommand {
     CatchUp {
         /// Projection name (`archive`, `postgres`).
         name: String,
+        #[allow(missing_docs)] // flattened: each argument has its own help
         #[command(flatten)]
         db: DbArgs,
     },
@@ -33,6 +34,7 @@ pub enum ProjectionsCommand {
         /// Start the rebuild from this offset (`start`, a time, `p@ms-seq,...`).
         #[arg(long)]
         from: Option<String>,
+        #[allow(missing_docs)] // flattened: each argument has its own help
         #[command(flatten)]
         db: DbArgs,
     },
@@ -41,6 +43,7 @@ pub enum ProjectionsCommand {
     Verify {
         /// Projection name (`archive`, `postgres`, `redis`).
         name: String,
+        #[allow(missing_docs)] // flattened: each argument has its own help
         #[command(flatten)]
         db: DbArgs,
     },
@@ -50,6 +53,7 @@ pub enum ProjectionsCommand {
         /// Consumer name (`archive`, `postgres`, `redis`, `webhooks`, `orchestrator`,
         /// `seed_bus`).
         name: String,
+        #[allow(missing_docs)] // flattened: each argument has its own help
         #[command(flatten)]
         db: DbArgs,
     },
@@ -95,11 +99,11 @@ async fn registry(db: &DbArgs) -> anyhow::Result<Consumers> {
     jobsource_projections::migrate::migrate(&pool).await?;
     let model = Arc::new(RedisReadModel::new(conn.clone(), &db.read_prefix()));
     let seed_bus = db.seed_bus.then(|| {
-        Arc::new(crate::seed_bus::SeedBus::new(
+        Arc::new(jobsource_app::seed_bus::SeedBus::new(
             store.clone(),
             conn.clone(),
             &db.store.prefix,
-            crate::seed_bus::SeedBusConfig::default(),
+            jobsource_app::seed_bus::SeedBusConfig::default(),
         ))
     });
     Ok(Consumers::durable(DurableParts {
@@ -205,7 +209,7 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
                     bar.set_position(done);
                 };
                 let start = std::time::Instant::now();
-                let n = jobsource_projections::redis_rebuild::rebuild(
+                let n = jobsource_projections::redis::rebuild::rebuild(
                     &store,
                     store.connection(),
                     &db.read_prefix(),
@@ -248,7 +252,7 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
         ProjectionsCommand::Verify { name, db } => {
             let store = db.store.connect().await?;
             let diffs = if name == "redis" {
-                jobsource_projections::redis_rebuild::verify(
+                jobsource_projections::redis::rebuild::verify(
                     &store,
                     store.connection(),
                     &db.read_prefix(),

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::http::HttpConfig;
 use crate::serve::ServeConfig;
+use jobsource_http::HttpConfig;
 
 /// Configuration of `serve`.
 #[derive(Debug, Clone, Args)]
@@ -67,7 +67,7 @@ pub struct ServeArgs {
     pub seed_bus: bool,
     /// Approximate length cap (`MAXLEN ~`) of each seed bus `stream:<type>`.
     #[arg(long, env = "JOBSOURCE_SEED_BUS_MAXLEN",
-        default_value_t = crate::seed_bus::DEFAULT_MAXLEN,
+        default_value_t = jobsource_app::seed_bus::DEFAULT_MAXLEN,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub seed_bus_maxlen: u64,
 }
@@ -94,14 +94,14 @@ impl ServeArgs {
                 body_limit: self.body_limit,
                 ..HttpConfig::default()
             },
-            webhooks: crate::webhooks::WebhookConfig {
+            webhooks: jobsource_app::webhooks::WebhookConfig {
                 secret: non_empty(self.webhook_secret),
                 max_attempts: self.webhook_max_attempts,
                 timeout: std::time::Duration::from_millis(self.webhook_timeout_ms),
-                ..crate::webhooks::WebhookConfig::default()
+                ..jobsource_app::webhooks::WebhookConfig::default()
             },
             machine_timeout: std::time::Duration::from_secs(self.machine_timeout_secs),
-            queue: crate::service::queue::QueueConfig {
+            queue: jobsource_app::service::queue::QueueConfig {
                 default_lease: std::time::Duration::from_secs(self.job_lease_secs),
                 retry_backoff: std::time::Duration::from_millis(self.retry_backoff_ms),
             },

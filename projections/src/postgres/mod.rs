@@ -10,6 +10,7 @@
 
 mod jobs;
 mod machines;
+pub mod reader;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

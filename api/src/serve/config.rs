@@ -1,0 +1,93 @@
+//! What `serve` is configured with, and why starting it can fail.
+
+use super::*;
+
+/// Everything `serve` is configured with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Redis URL; `None` = embedded mode.
+    pub redis_url: Option<String>,
+    /// PostgreSQL URL (required in full mode).
+    pub database_url: Option<String>,
+    /// Event store key prefix.
+    pub prefix: String,
+    /// Partition count.
+    pub partitions: u32,
+    /// Read-model namespace (`None` = the prefix; empty = the seed's bare keys).
+    pub read_prefix: Option<String>,
+    /// Job-type catalog file.
+    pub job_types_file: Option<PathBuf>,
+    /// HTTP settings.
+    pub http: HttpConfig,
+    /// Projection worker settings.
+    pub worker: WorkerConfig,
+    /// WebSocket limits: events a client may fall behind before it is closed, ping
+    /// interval, pong timeout.
+    pub live: jobsource_app::live::LiveConfig,
+    /// Webhook sender settings (secret, attempts, timeout, backoff).
+    pub webhooks: jobsource_app::webhooks::WebhookConfig,
+    /// A machine not seen for this long is marked offline (default 60 s).
+    pub machine_timeout: Duration,
+    /// Job queue settings (default lease, retry backoff).
+    pub queue: jobsource_app::service::queue::QueueConfig,
+    /// How often the lease timers are swept.
+    pub lease_sweep: Duration,
+    /// Run the seed message bus bridge (`JOBSOURCE_SEED_BUS`; full mode only).
+    pub seed_bus: bool,
+    /// `MAXLEN ~` of the bridge's `stream:<type>` streams (`JOBSOURCE_SEED_BUS_MAXLEN`).
+    pub seed_bus_maxlen: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            redis_url: None,
+            database_url: None,
+            prefix: "jobsource".into(),
+            partitions: 16,
+            read_prefix: None,
+            job_types_file: None,
+            http: HttpConfig::default(),
+            live: jobsource_app::live::LiveConfig::default(),
+            worker: WorkerConfig {
+                batch: 500,
+                max_attempts: 5,
+                backoff: Duration::from_millis(100),
+            },
+            webhooks: jobsource_app::webhooks::WebhookConfig::default(),
+            machine_timeout: jobsource_app::service::machines::sweeper::DEFAULT_TIMEOUT,
+            queue: jobsource_app::service::queue::QueueConfig::default(),
+            lease_sweep: Duration::from_millis(250),
+            seed_bus: false,
+            seed_bus_maxlen: jobsource_app::seed_bus::DEFAULT_MAXLEN,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The event store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// PostgreSQL or a projection.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    /// The job-type catalog.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// Bad configuration.
+    #[error("{0}")]
+    Config(String),
+    /// The listen socket.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
