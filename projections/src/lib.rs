@@ -17,6 +17,7 @@ pub mod error;
 pub mod migrate;
 pub mod postgres;
 pub mod rebuild;
+pub mod rebuilder;
 pub mod redis;
 pub mod redis_worker;
 pub mod runtime;

@@ -277,3 +277,72 @@ async fn embedded_consumers_stall_on_a_poison_event_and_never_skip_it() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_progress_shows_on_the_api_while_it_runs() {
+    let app = spawn_app_config("consumers_rebuild_progress", |_| {}).await;
+    let store = app.connect_store().await;
+    // Enough history that the rebuild takes a while.
+    let total = 20_000;
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let store = app.connect_store().await;
+        writers.push(tokio::spawn(async move {
+            for i in 0..total / 8 {
+                let stream = format!("note-{w}-{i}-{}", uuid::Uuid::now_v7());
+                store
+                    .append(AppendRequest::new(
+                        &stream,
+                        ExpectedVersion::NoStream,
+                        vec![NewEvent::new("note_added", 1, json!({"i": i}))],
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    drop(store);
+    app.eventually("/v1/projections", |b| {
+        rows(b)
+            .iter()
+            .filter(|r| r["projection"] == "archive")
+            .all(|r| r["lag"] == 0)
+    })
+    .await;
+
+    let a = app.post("/v1/projections/archive/rebuild", json!({})).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
+    let mut seen = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = app.get("/v1/projections").await.body;
+        let archive: Vec<Value> = rows(&body)
+            .into_iter()
+            .filter(|r| r["projection"] == "archive")
+            .collect();
+        if let Some(r) = archive.iter().find(|r| r["state"] == "rebuilding") {
+            // The latest row that carries a total (the first report may not be in yet).
+            if seen.is_none() || !r["events_total"].is_null() {
+                seen = Some(r.clone());
+            }
+        } else if seen.is_some() {
+            // Swapped in: the progress fields are gone, the rows run again.
+            assert!(archive
+                .iter()
+                .all(|r| r["state"] == "running" && r.get("events_done").is_none()));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = seen.expect("a rebuilding row");
+    let done = r["events_done"].as_u64().expect("events_done");
+    let all = r["events_total"].as_u64().expect("events_total");
+    assert!(done <= all && all >= total as u64, "{r}");
+    assert!(r["events_per_sec"].as_f64().is_some(), "{r}");
+    assert!(r.get("eta_seconds").is_some(), "{r}");
+    app.stop().await;
+}

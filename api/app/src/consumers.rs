@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use jobsource_eventstore::EventStore;
+use jobsource_projections::rebuilder::Rebuilder;
 use jobsource_projections::redis_worker::PARALLEL_PARTITIONS;
 use jobsource_projections::subscriber::pg::{PgHandler, PgStatusStore};
 use jobsource_projections::subscriber::redis::{RedisModelHandler, RedisStatusStore};
@@ -30,10 +31,12 @@ use crate::read::ProjectionStatus;
 use crate::service::{Service, ServiceError};
 use crate::webhooks::DeliveryStore;
 
-/// Every consumer of the log, by name.
+/// Every consumer of the log, by name, with the rebuild and verify of those that are
+/// rebuildable read models.
 #[derive(Default)]
 pub struct Consumers {
     entries: Vec<Arc<Subscriber>>,
+    rebuilders: Vec<Arc<dyn Rebuilder>>,
 }
 
 /// What the durable registry is built from.
@@ -44,8 +47,9 @@ pub struct DurableParts {
     pub conn: ConnectionManager,
     /// The store's key prefix.
     pub prefix: String,
-    /// The PostgreSQL read models' pool (migrated).
-    pub pool: PgPool,
+    /// The PostgreSQL read models' pool (migrated); without it (the CLI given no
+    /// `DATABASE_URL`) the registry holds only the Redis-side consumers.
+    pub pool: Option<PgPool>,
     /// The `redis` read model.
     pub model: Arc<RedisReadModel>,
     /// The command layer (the orchestrator's commands).
@@ -81,7 +85,6 @@ impl Consumers {
             worker,
             seed_bus,
         } = parts;
-        let pg_status: Arc<dyn StatusStore> = Arc::new(PgStatusStore::new(pool.clone()));
         let redis_status = |name: &str| -> Arc<dyn StatusStore> {
             Arc::new(RedisStatusStore::new(
                 conn.clone(),
@@ -89,20 +92,28 @@ impl Consumers {
             ))
         };
         let mut registry = Consumers::new();
-        let pg: [Arc<dyn PgProjection>; 3] = [
-            Arc::new(Archive),
-            Arc::new(PostgresReadModel),
-            Arc::new(crate::webhooks::postgres::WebhookProjection::new(
-                store.clone(),
-            )),
-        ];
-        for projection in pg {
-            registry = registry.with(Arc::new(Subscriber::new(
-                Arc::new(PgHandler::new(projection, pool.clone())),
-                store.clone(),
-                pg_status.clone(),
-                worker.subscriber(1),
-            )));
+        registry.rebuilders = jobsource_projections::rebuilder::durable(
+            &store,
+            pool.as_ref(),
+            Some((model.connection(), model.keys().namespace())),
+        );
+        if let Some(pool) = &pool {
+            let pg_status: Arc<dyn StatusStore> = Arc::new(PgStatusStore::new(pool.clone()));
+            let pg: [Arc<dyn PgProjection>; 3] = [
+                Arc::new(Archive),
+                Arc::new(PostgresReadModel),
+                Arc::new(crate::webhooks::postgres::WebhookProjection::new(
+                    store.clone(),
+                )),
+            ];
+            for projection in pg {
+                registry = registry.with(Arc::new(Subscriber::new(
+                    Arc::new(PgHandler::new(projection, pool.clone())),
+                    store.clone(),
+                    pg_status.clone(),
+                    worker.subscriber(1),
+                )));
+            }
         }
         registry = registry.with(Arc::new(Subscriber::new(
             Arc::new(RedisModelHandler::new(model.clone())),
@@ -157,6 +168,31 @@ impl Consumers {
                 worker.subscriber(1),
             )))
             .with(orchestrator.subscriber().clone())
+    }
+
+    /// The rebuild and verify of read model `name`, or a 400 naming the rebuildable ones.
+    pub fn rebuilder(&self, name: &str) -> Result<&Arc<dyn Rebuilder>, ServiceError> {
+        self.rebuilders
+            .iter()
+            .find(|r| r.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.rebuilders.iter().map(|r| r.name()).collect();
+                ServiceError::bad_request(
+                    "name",
+                    format!(
+                        "{name:?} cannot be rebuilt here; rebuildable: {}",
+                        known.join(", ")
+                    ),
+                )
+            })
+    }
+
+    /// The rebuildable read models and what each owns (tables or keys).
+    pub fn owned(&self) -> Vec<(String, String)> {
+        self.rebuilders
+            .iter()
+            .map(|r| (r.name().to_owned(), r.owns()))
+            .collect()
     }
 
     /// The consumer called `name`.

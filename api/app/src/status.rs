@@ -1,5 +1,5 @@
 //! Progress rows of the read models and background subscribers (`GET /v1/projections`,
-//! the lag and stall gauges), and the trait background subscribers report them through.
+//! the lag and stall gauges).
 
 use serde::{Deserialize, Serialize};
 
@@ -34,11 +34,4 @@ pub struct RebuildStatus {
     pub events_per_sec: f64,
     /// Seconds left at that rate (when the total is known).
     pub eta_seconds: Option<f64>,
-}
-
-/// A background subscriber that reports per-partition status (shown with projections).
-#[async_trait::async_trait]
-pub trait StatusSource: Send + Sync + 'static {
-    /// One row per partition.
-    async fn status_rows(&self) -> Vec<ProjectionStatus>;
 }

@@ -32,7 +32,6 @@ use self::extract::CorrelationId;
 use jobsource_app::read::ReadSide;
 use jobsource_app::service::Service;
 use jobsource_app::status::ProjectionStatus;
-pub use jobsource_app::status::StatusSource;
 
 /// Lag counted in status rows before it shows as the cap.
 const LAG_CAP: usize = 10_000;
@@ -61,7 +60,6 @@ impl Default for HttpConfig {
 struct Inner {
     service: Arc<Service>,
     read: Arc<dyn ReadSide>,
-    background: Vec<Arc<dyn StatusSource>>,
     config: HttpConfig,
     shutting_down: AtomicBool,
     webhooks: std::sync::OnceLock<Arc<dyn jobsource_app::webhooks::DeliveryStore>>,
@@ -78,17 +76,11 @@ pub struct AppState {
 
 impl AppState {
     /// State over a command service and a read side.
-    pub fn new(
-        service: Arc<Service>,
-        read: Arc<dyn ReadSide>,
-        background: Vec<Arc<dyn StatusSource>>,
-        config: HttpConfig,
-    ) -> Self {
+    pub fn new(service: Arc<Service>, read: Arc<dyn ReadSide>, config: HttpConfig) -> Self {
         AppState {
             inner: Arc::new(Inner {
                 service,
                 read,
-                background,
                 config,
                 shutting_down: AtomicBool::new(false),
                 webhooks: std::sync::OnceLock::new(),
@@ -182,18 +174,13 @@ impl AppState {
     }
 
     /// Status of every consumer per partition: from the registry when attached (else the
-    /// read side's and the background subscribers' own rows), with the progress of the
-    /// rebuilds running in this process.
+    /// read side's own rows), with the progress of the rebuilds running in this process.
     pub async fn projection_status(
         &self,
     ) -> Result<Vec<ProjectionStatus>, jobsource_app::service::ServiceError> {
         let mut rows = match self.consumers() {
             Some(c) => c.status(LAG_CAP).await,
-            None => {
-                let mut rows = self.read().projections().await?;
-                rows.extend(self.orchestrator_status().await);
-                rows
-            }
+            None => self.read().projections().await?,
         };
         for (name, progress) in self.read().rebuilds() {
             for row in rows.iter_mut().filter(|r| r.projection == name) {
@@ -204,15 +191,6 @@ impl AppState {
             }
         }
         Ok(rows)
-    }
-
-    /// Status rows of the background subscribers (orchestrator, ...).
-    pub async fn orchestrator_status(&self) -> Vec<ProjectionStatus> {
-        let mut rows = Vec::new();
-        for source in &self.inner.background {
-            rows.extend(source.status_rows().await);
-        }
-        rows
     }
 }
 

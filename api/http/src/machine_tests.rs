@@ -33,13 +33,8 @@ fn test_app() -> TestApp {
     let service = Arc::new(Service::new(store.clone(), None));
     let model = MemoryReadModel::new(store);
     let seen: Arc<dyn SeenStore> = Arc::new(MemorySeenStore::new());
-    let state = AppState::new(
-        service.clone(),
-        model.clone(),
-        Vec::new(),
-        HttpConfig::default(),
-    )
-    .with_seen(seen.clone());
+    let state = AppState::new(service.clone(), model.clone(), HttpConfig::default())
+        .with_seen(seen.clone());
     TestApp {
         router: app(state),
         model,

@@ -30,7 +30,7 @@ fn test_app_on(partitions: u32, config: HttpConfig) -> TestApp {
     }));
     let service = Arc::new(Service::new(store.clone(), None));
     let model = MemoryReadModel::new(store);
-    let state = AppState::new(service, model.clone(), Vec::new(), config);
+    let state = AppState::new(service, model.clone(), config);
     TestApp {
         router: app(state),
         model,
@@ -730,12 +730,7 @@ async fn a_job_type_catalog_restricts_types_and_fills_requirements() {
     let service = Arc::new(Service::new(store.clone(), Some(Arc::new(catalog))));
     let model = MemoryReadModel::new(store);
     let t = TestApp {
-        router: app(AppState::new(
-            service,
-            model.clone(),
-            Vec::new(),
-            HttpConfig::default(),
-        )),
+        router: app(AppState::new(service, model.clone(), HttpConfig::default())),
         model,
     };
     let a = t.post("/v1/jobs", json!({"type": "render"})).await;

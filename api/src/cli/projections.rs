@@ -18,9 +18,9 @@ use super::StoreArgs;
 pub enum ProjectionsCommand {
     /// Checkpoint, lag, state and last error per consumer and partition.
     Status(DbArgs),
-    /// Apply every event after the checkpoints once, then exit.
+    /// Apply every event after the checkpoints once, then exit (any consumer).
     CatchUp {
-        /// Projection name (`archive`, `postgres`).
+        /// Consumer name (`archive`, `postgres`, `redis`, `webhooks`, `orchestrator`, ...).
         name: String,
         #[allow(missing_docs)] // flattened: each argument has its own help
         #[command(flatten)]
@@ -77,10 +77,15 @@ pub struct DbArgs {
 }
 
 impl DbArgs {
-    fn database_url(&self) -> anyhow::Result<&str> {
-        self.database_url
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL (or --database-url) is required"))
+    /// A lookup error, with a hint when the PostgreSQL consumers are missing because no
+    /// database was given.
+    fn unknown(&self, e: jobsource_app::service::ServiceError) -> anyhow::Error {
+        match self.database_url {
+            Some(_) => anyhow::anyhow!("{e}"),
+            None => anyhow::anyhow!(
+                "{e} (archive, postgres and webhooks need DATABASE_URL or --database-url)"
+            ),
+        }
     }
 
     fn read_prefix(&self) -> String {
@@ -95,8 +100,15 @@ async fn registry(db: &DbArgs) -> anyhow::Result<Consumers> {
     let store = db.store.connect().await?;
     let conn = store.connection();
     let store: Arc<dyn EventStore> = Arc::new(store);
-    let pool = pool(db.database_url()?).await?;
-    jobsource_projections::migrate::migrate(&pool).await?;
+    // Without DATABASE_URL only the Redis-side consumers are there (enough for `redis`).
+    let pool = match db.database_url.as_deref() {
+        Some(url) => {
+            let pool = pool(url).await?;
+            jobsource_projections::migrate::migrate(&pool).await?;
+            Some(pool)
+        }
+        None => None,
+    };
     let model = Arc::new(RedisReadModel::new(conn.clone(), &db.read_prefix()));
     let seed_bus = db.seed_bus.then(|| {
         Arc::new(jobsource_app::seed_bus::SeedBus::new(
@@ -144,20 +156,12 @@ async fn pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
         })
 }
 
-/// The PostgreSQL projection called `name`.
-fn by_name(name: &str) -> anyhow::Result<Box<dyn jobsource_projections::PgProjection>> {
-    match name {
-        "archive" => Ok(Box::new(jobsource_projections::Archive)),
-        "postgres" => Ok(Box::new(jobsource_projections::PostgresReadModel)),
-        other => anyhow::bail!("unknown projection {other:?}: expected archive or postgres"),
-    }
-}
-
 /// Runs the command.
 pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
     match command {
         ProjectionsCommand::Status(db) => {
-            let rows = registry(&db).await?.status(10_000).await;
+            let registry = registry(&db).await?;
+            let rows = registry.status(10_000).await;
             println!(
                 "{:<12} {:>4} {:<26} {:>7} {:<9} last error",
                 "consumer", "part", "checkpoint", "lag", "state"
@@ -178,15 +182,16 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
                     r.last_error.unwrap_or_default()
                 );
             }
+            for (name, owns) in registry.owned() {
+                println!("{name} owns {owns}");
+            }
             Ok(())
         }
         ProjectionsCommand::CatchUp { name, db } => {
-            let projection = by_name(&name)?;
-            let store = db.store.connect().await?;
-            let pool = pool(db.database_url()?).await?;
-            jobsource_projections::migrate::migrate(&pool).await?;
+            let registry = registry(&db).await?;
+            let consumer = registry.named(&name).map_err(|e| db.unknown(e))?;
             let start = std::time::Instant::now();
-            let n = jobsource_projections::catch_up(&store, &pool, &*projection, 1000).await?;
+            let n = consumer.catch_up().await?;
             let secs = start.elapsed().as_secs_f64();
             println!(
                 "{name}: {n} events applied in {secs:.2} s ({:.0} events/s)",
@@ -195,53 +200,20 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ProjectionsCommand::Rebuild { name, from, db } => {
+            let registry = registry(&db).await?;
+            let rebuilder = registry.rebuilder(&name).map_err(|e| db.unknown(e))?;
             let store = db.store.connect().await?;
             let from = match from {
-                Some(f) => {
-                    Some(jobsource_eventstore::EventStore::resolve(&store, &f.parse()?).await?)
-                }
+                Some(f) => Some(EventStore::resolve(&store, &f.parse()?).await?),
                 None => None,
             };
             let bar = bar(&name)?;
-            if name == "redis" {
-                let progress = |done: u64, total: u64| {
-                    bar.set_length(total);
-                    bar.set_position(done);
-                };
-                let start = std::time::Instant::now();
-                let n = jobsource_projections::redis::rebuild::rebuild(
-                    &store,
-                    store.connection(),
-                    &db.read_prefix(),
-                    from,
-                    1000,
-                    &progress,
-                )
-                .await?;
-                bar.finish();
-                println!(
-                    "redis: rebuilt from {n} events and swapped in ({:.0} events/s)",
-                    jobsource_projections::rebuild::rate(n, start)
-                );
-                return Ok(());
-            }
-            let projection = by_name(&name)?;
-            let pool = pool(db.database_url()?).await?;
-            jobsource_projections::migrate::migrate(&pool).await?;
             let progress = |done: u64, total: u64| {
                 bar.set_length(total);
                 bar.set_position(done);
             };
             let start = std::time::Instant::now();
-            let n = jobsource_projections::rebuild::rebuild(
-                &store,
-                &pool,
-                &*projection,
-                from,
-                1000,
-                &progress,
-            )
-            .await?;
+            let n = rebuilder.rebuild(from, 1000, &progress).await?;
             bar.finish();
             println!(
                 "{name}: rebuilt from {n} events and swapped in ({:.0} events/s)",
@@ -250,22 +222,12 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ProjectionsCommand::Verify { name, db } => {
-            let store = db.store.connect().await?;
-            let diffs = if name == "redis" {
-                jobsource_projections::redis::rebuild::verify(
-                    &store,
-                    store.connection(),
-                    &db.read_prefix(),
-                    1000,
-                    20,
-                )
-                .await?
-            } else {
-                let projection = by_name(&name)?;
-                let pool = pool(db.database_url()?).await?;
-                jobsource_projections::rebuild::verify(&store, &pool, &*projection, 1000, 20)
-                    .await?
-            };
+            let registry = registry(&db).await?;
+            let diffs = registry
+                .rebuilder(&name)
+                .map_err(|e| db.unknown(e))?
+                .verify(1000, 20)
+                .await?;
             if diffs.is_empty() {
                 println!("{name}: live model equals the log's recomputation");
                 return Ok(());
@@ -276,7 +238,9 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
             anyhow::bail!("{name}: {} difference(s) (first shown)", diffs.len())
         }
         ProjectionsCommand::Resume { name, db } => {
-            let n = registry(&db).await?.resume(&name).await?;
+            let registry = registry(&db).await?;
+            registry.named(&name).map_err(|e| db.unknown(e))?;
+            let n = registry.resume(&name).await?;
             println!("{name}: {n} stalled partition(s) resumed");
             Ok(())
         }

@@ -110,7 +110,7 @@ impl Server {
                 ));
                 let read: Arc<dyn ReadSide> = model;
                 (
-                    AppState::new(service, read, Vec::new(), config.http.clone())
+                    AppState::new(service, read, config.http.clone())
                         .with_webhooks(deliveries)
                         .with_seen(Arc::new(
                             jobsource_app::service::machines::MemorySeenStore::new(),
@@ -172,7 +172,7 @@ impl Server {
                     store: store.clone(),
                     conn: conn.clone(),
                     prefix: config.prefix.clone(),
-                    pool: pool.clone(),
+                    pool: Some(pool.clone()),
                     model: model.clone(),
                     service: service.clone(),
                     worker: config.worker.clone(),
@@ -184,7 +184,7 @@ impl Server {
                 let read: Arc<dyn ReadSide> =
                     Arc::new(FullReadSide::new(store.clone(), model, pool));
                 (
-                    AppState::new(service, read, Vec::new(), config.http.clone())
+                    AppState::new(service, read, config.http.clone())
                         .with_webhooks(deliveries)
                         .with_seen(seen),
                     consumers,

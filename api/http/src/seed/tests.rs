@@ -39,7 +39,7 @@ fn harness_with(config: HttpConfig) -> Harness {
     let model = MemoryReadModel::new(store);
     let (stop, rx) = watch::channel(false);
     tokio::spawn(model.clone().run(rx));
-    let state = AppState::new(service.clone(), model, Vec::new(), config);
+    let state = AppState::new(service.clone(), model, config);
     Harness {
         router: app(state.clone()),
         state,

@@ -451,7 +451,7 @@ mod tests {
             api_keys: vec!["k1".into()],
             ..Default::default()
         };
-        let state = AppState::new(service, model, Vec::new(), config).with_live(LiveFeed::new(8));
+        let state = AppState::new(service, model, config).with_live(LiveFeed::new(8));
         let router = crate::app(state);
         let call = |uri: &str, header: Option<(&str, &str)>| {
             let mut req = Request::builder().uri(uri);

@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 
 use jobsource_eventstore::{Cursor, LogId, Offset, Position};
-use jobsource_projections::{redis_worker, worker, PgProjection};
+use jobsource_projections::{redis_worker, worker};
 
-use super::{FullReadSide, LAG_CAP, PG_PROJECTIONS, REBUILD_BATCH};
+use super::{FullReadSide, LAG_CAP, REBUILD_BATCH};
 use crate::read::{ProjectionStatus, QueryError};
 
 impl FullReadSide {
@@ -22,44 +22,6 @@ impl FullReadSide {
             .read_partition(p, after, LAG_CAP)
             .await
             .map_or(LAG_CAP as u64, |e| e.len() as u64)
-    }
-
-    /// Starts a background rebuild of the `redis` model (new key generation, swap).
-    async fn rebuild_redis(&self, from: Offset) -> Result<(), QueryError> {
-        let start = self.store.resolve(&from).await?;
-        let Some(guard) = self.rebuilds.begin("redis") else {
-            return Err(QueryError::bad_request(
-                "name",
-                "a rebuild of redis is already running",
-            ));
-        };
-        let (store, conn) = (self.store.clone(), self.conn());
-        let rm = self.redis.keys().namespace().to_owned();
-        tracing::info!(projection = "redis", from = %from, "rebuild started");
-        tokio::spawn(async move {
-            let begun = std::time::Instant::now();
-            let progress = |done: u64, total: u64| guard.progress(done, total);
-            match jobsource_projections::redis::rebuild::rebuild(
-                &*store,
-                conn,
-                &rm,
-                Some(start),
-                REBUILD_BATCH,
-                &progress,
-            )
-            .await
-            {
-                Ok(n) => tracing::info!(
-                    projection = "redis",
-                    events = n,
-                    events_per_s = jobsource_projections::rebuild::rate(n, begun),
-                    "rebuild swapped in"
-                ),
-                Err(e) => tracing::error!(projection = "redis", error = %e,
-                    "rebuild failed; the live model keeps serving (a new rebuild starts over)"),
-            }
-        });
-        Ok(())
     }
 
     /// The `redis` projection's status rows.
@@ -138,17 +100,16 @@ impl FullReadSide {
         Ok(out)
     }
 
-    /// Starts a background rebuild of projection `name` (one at a time per projection).
+    /// Starts a background rebuild of projection `name` (one at a time per projection),
+    /// its progress tracked for the status rows.
     pub(super) async fn start_rebuild(&self, name: &str, from: Offset) -> Result<(), QueryError> {
-        if name == "redis" {
-            return self.rebuild_redis(from).await;
-        }
-        let Some((name, projection)) = pg_projection(name) else {
+        let Some(rebuilder) = self.rebuilders.iter().find(|r| r.name() == name).cloned() else {
+            let known: Vec<&str> = self.rebuilders.iter().map(|r| r.name()).collect();
             return Err(QueryError::bad_request(
                 "name",
                 format!(
-                    "unknown projection {name:?}; known projections: redis, {}",
-                    PG_PROJECTIONS.join(", ")
+                    "unknown projection {name:?}; known projections: {}",
+                    known.join(", ")
                 ),
             ));
         };
@@ -159,29 +120,22 @@ impl FullReadSide {
                 format!("a rebuild of {name} is already running"),
             ));
         };
-        let store = self.store.clone();
-        let pool = self.pool.clone();
-        tracing::info!(projection = name, from = %from, "rebuild started");
+        let name = name.to_owned();
+        tracing::info!(projection = %name, from = %from, "rebuild started");
         tokio::spawn(async move {
             let begun = std::time::Instant::now();
             let progress = |done: u64, total: u64| guard.progress(done, total);
-            match jobsource_projections::rebuild::rebuild(
-                &*store,
-                &pool,
-                &*projection,
-                Some(start),
-                REBUILD_BATCH,
-                &progress,
-            )
-            .await
+            match rebuilder
+                .rebuild(Some(start), REBUILD_BATCH, &progress)
+                .await
             {
                 Ok(n) => tracing::info!(
-                    projection = name,
+                    projection = %name,
                     events = n,
                     events_per_s = jobsource_projections::rebuild::rate(n, begun),
                     "rebuild swapped in"
                 ),
-                Err(e) => tracing::error!(projection = name, error = %e,
+                Err(e) => tracing::error!(projection = %name, error = %e,
                     "rebuild failed; the live model keeps serving (a new rebuild starts over)"),
             }
         });
@@ -194,16 +148,5 @@ fn with_position(error: String, position: Option<String>) -> String {
     match position {
         Some(p) if !p.is_empty() => format!("{error} (at {p})"),
         _ => error,
-    }
-}
-
-fn pg_projection(name: &str) -> Option<(&'static str, Box<dyn PgProjection>)> {
-    match name {
-        "postgres" => Some((
-            "postgres",
-            Box::new(jobsource_projections::PostgresReadModel),
-        )),
-        "archive" => Some(("archive", Box::new(jobsource_projections::Archive))),
-        _ => None,
     }
 }

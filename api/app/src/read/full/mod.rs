@@ -63,7 +63,6 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const LISTS_PROJECTION: &str = "postgres";
 
 /// PostgreSQL projections that can be rebuilt.
-const PG_PROJECTIONS: [&str; 2] = ["postgres", "archive"];
 
 /// The Redis + PostgreSQL read side.
 pub struct FullReadSide {
@@ -72,17 +71,25 @@ pub struct FullReadSide {
     pool: PgPool,
     /// Projections with a rebuild running in this process.
     rebuilds: RebuildTracker,
+    /// The rebuildable models (`archive`, `postgres`, `redis`).
+    rebuilders: Vec<Arc<dyn jobsource_projections::rebuilder::Rebuilder>>,
 }
 
 impl FullReadSide {
     /// A read side over the `redis` projection `redis_model` and the PostgreSQL read
     /// models in `pool`; `store` is the log both are projected from (lags, rebuilds).
     pub fn new(store: Arc<dyn EventStore>, redis_model: Arc<RedisReadModel>, pool: PgPool) -> Self {
+        let rebuilders = jobsource_projections::rebuilder::durable(
+            &store,
+            Some(&pool),
+            Some((redis_model.connection(), redis_model.keys().namespace())),
+        );
         FullReadSide {
             store,
             redis: redis_model,
             pool,
             rebuilds: RebuildTracker::new(),
+            rebuilders,
         }
     }
 
