@@ -62,8 +62,6 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The projection whose checkpoints tell how far [`Model::Lists`] is.
 const LISTS_PROJECTION: &str = "postgres";
 
-/// PostgreSQL projections that can be rebuilt.
-
 /// The Redis + PostgreSQL read side.
 pub struct FullReadSide {
     store: Arc<dyn EventStore>,
