@@ -80,7 +80,7 @@ impl DbArgs {
     /// A lookup error, with a hint when the PostgreSQL consumers are missing because no
     /// database was given.
     fn unknown(&self, e: jobsource_app::service::ServiceError) -> anyhow::Error {
-        match self.database_url {
+        match self.database_url.as_deref().filter(|u| !u.is_empty()) {
             Some(_) => anyhow::anyhow!("{e}"),
             None => anyhow::anyhow!(
                 "{e} (archive, postgres and webhooks need DATABASE_URL or --database-url)"
@@ -101,7 +101,7 @@ async fn registry(db: &DbArgs) -> anyhow::Result<Consumers> {
     let conn = store.connection();
     let store: Arc<dyn EventStore> = Arc::new(store);
     // Without DATABASE_URL only the Redis-side consumers are there (enough for `redis`).
-    let pool = match db.database_url.as_deref() {
+    let pool = match db.database_url.as_deref().filter(|u| !u.is_empty()) {
         Some(url) => {
             let pool = pool(url).await?;
             jobsource_projections::migrate::migrate(&pool).await?;
