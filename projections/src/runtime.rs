@@ -90,34 +90,3 @@ pub async fn catch_up(
     }
     Ok(total)
 }
-
-/// Waits until something is appended, `max` passes, or `shutdown` changes.
-///
-/// A tail ends after yielding an undecodable entry (or when its connection fails for
-/// good); waiting on an ended tail would return at once and turn a worker's idle loop into
-/// a busy loop, so an ended tail is reopened at the head after a pause.
-pub async fn wait_for_append(
-    store: &dyn EventStore,
-    tail: &mut jobsource_eventstore::EventStream,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    max: std::time::Duration,
-) {
-    use futures::StreamExt;
-    let ended = tokio::select! {
-        r = tokio::time::timeout(max, tail.next()) => matches!(r, Ok(None) | Ok(Some(Err(_)))),
-        _ = shutdown.changed() => false,
-    };
-    if ended {
-        tokio::select! {
-            _ = tokio::time::sleep(max) => {}
-            _ = shutdown.changed() => return,
-        }
-        match store.head().await {
-            Ok(head) => match store.tail(head).await {
-                Ok(t) => *tail = t,
-                Err(e) => tracing::warn!(error = %e, "cannot reopen the live tail; polling"),
-            },
-            Err(e) => tracing::warn!(error = %e, "cannot read the head; polling"),
-        }
-    }
-}

@@ -16,9 +16,11 @@
 //! It never skips an event: a partition stalls on the first event it cannot apply and the
 //! other partitions, and the other consumers, go on.
 
+mod batches;
 mod handler;
 pub mod pg;
 pub mod redis;
+mod report;
 mod runtime;
 mod status;
 
