@@ -6,82 +6,13 @@
 // Tests may unwrap: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use jobsource_tests::{cleanup_prefix, free_port, redis_url, unique_prefix, TestDatabase};
+use common::{post, Serve};
+use jobsource_tests::{cleanup_prefix, redis_url, unique_prefix, TestDatabase};
 use serde_json::{json, Value};
-
-/// A `jobsource serve` child process.
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-impl Serve {
-    async fn start(prefix: &str, database_url: &str) -> Serve {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_jobsource"))
-            .arg("serve")
-            .env("REDIS_URL", redis_url())
-            .env("DATABASE_URL", database_url)
-            .env("JOBSOURCE_PREFIX", prefix)
-            .env("JOBSOURCE_PARTITIONS", "4")
-            .env("JOBSOURCE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("jobsource serve starts");
-        let serve = Serve {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = client
-                .get(format!("{}/health/ready", serve.base))
-                .send()
-                .await
-            {
-                if r.status().is_success() {
-                    return serve;
-                }
-            }
-            assert!(Instant::now() < deadline, "serve never became ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// SIGKILL: no drain, no shutdown hook.
-    fn kill9(mut self) {
-        self.child.kill().expect("kill");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = r.status().as_u16();
-    let bytes = r.bytes().await.expect("body");
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
 
 async fn expiries(base: &str, id: &str) -> usize {
     let body: Value = reqwest::get(format!("{base}/v1/jobs/{id}/events"))

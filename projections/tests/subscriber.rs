@@ -54,6 +54,7 @@ impl Handler for Recorder {
         partition: u32,
         after: LogId,
         events: &[RecordedEvent],
+        _fence: Option<u64>,
     ) -> Result<Outcome, HandlerError> {
         if self
             .outages

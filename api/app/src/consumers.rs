@@ -13,6 +13,7 @@ use std::sync::Arc;
 use jobsource_eventstore::EventStore;
 use jobsource_projections::rebuilder::Rebuilder;
 use jobsource_projections::redis_worker::PARALLEL_PARTITIONS;
+use jobsource_projections::subscriber::lease::{Claims, LeaseStore};
 use jobsource_projections::subscriber::pg::{PgHandler, PgStatusStore};
 use jobsource_projections::subscriber::redis::{RedisModelHandler, RedisStatusStore};
 use jobsource_projections::subscriber::{
@@ -58,6 +59,32 @@ pub struct DurableParts {
     pub worker: WorkerConfig,
     /// The seed message bus bridge, when enabled.
     pub seed_bus: Option<Arc<crate::seed_bus::SeedBus>>,
+    /// Partition leases shared by the instances: the lease store, this instance's id and
+    /// the lease length. `None`: this instance applies every partition.
+    pub leases: Option<Leasing>,
+}
+
+/// How this instance shares the partitions with the others.
+#[derive(Clone)]
+pub struct Leasing {
+    /// Where the leases live.
+    pub store: Arc<dyn LeaseStore>,
+    /// This instance's id (`JOBSOURCE_INSTANCE_ID`).
+    pub instance: String,
+    /// Lease length (`JOBSOURCE_LEASE_TTL_MS`).
+    pub ttl: std::time::Duration,
+}
+
+impl Leasing {
+    fn claims(&self, consumer: &str, partitions: u32) -> Arc<Claims> {
+        Arc::new(Claims::new(
+            self.store.clone(),
+            consumer,
+            &self.instance,
+            self.ttl,
+            partitions,
+        ))
+    }
 }
 
 impl Consumers {
@@ -84,7 +111,19 @@ impl Consumers {
             service,
             worker,
             seed_bus,
+            leases,
         } = parts;
+        let partitions = store.partitions();
+        // Every consumer holds its own leases, so instances share each one's partitions.
+        let leased = |s: Subscriber| -> Arc<Subscriber> {
+            match &leases {
+                Some(l) => {
+                    let claims = l.claims(s.name(), partitions);
+                    Arc::new(s.with_claims(claims))
+                }
+                None => Arc::new(s),
+            }
+        };
         let redis_status = |name: &str| -> Arc<dyn StatusStore> {
             Arc::new(RedisStatusStore::new(
                 conn.clone(),
@@ -107,7 +146,7 @@ impl Consumers {
                 )),
             ];
             for projection in pg {
-                registry = registry.with(Arc::new(Subscriber::new(
+                registry = registry.with(leased(Subscriber::new(
                     Arc::new(PgHandler::new(projection, pool.clone())),
                     store.clone(),
                     pg_status.clone(),
@@ -115,21 +154,25 @@ impl Consumers {
                 )));
             }
         }
-        registry = registry.with(Arc::new(Subscriber::new(
+        registry = registry.with(leased(Subscriber::new(
             Arc::new(RedisModelHandler::new(model.clone())),
             store.clone(),
             Arc::new(RedisStatusStore::for_model(&model)),
             worker.subscriber(PARALLEL_PARTITIONS),
         )));
-        let orchestrator = Orchestrator::new(
+        let mut orchestrator = Orchestrator::new(
             service,
             Arc::new(RedisOrchestratorState::new(conn.clone(), &prefix)),
         )
         .with_status_store(redis_status(crate::orchestrator::NAME));
+        if let Some(l) = &leases {
+            orchestrator =
+                orchestrator.with_claims(l.claims(crate::orchestrator::NAME, partitions));
+        }
         registry = registry.with(orchestrator.subscriber().clone());
         if let Some(bus) = seed_bus {
             let config = bus.subscriber_config();
-            registry = registry.with(Arc::new(Subscriber::new(
+            registry = registry.with(leased(Subscriber::new(
                 bus,
                 store,
                 redis_status(crate::seed_bus::NAME),
@@ -250,6 +293,11 @@ impl Consumers {
                     }
                     (e, _) => e,
                 },
+                owner: r.owner,
+                lease_expires_at: r.lease_expires_at.and_then(|ms| {
+                    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64)
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                }),
                 rebuild: None,
             })
             .collect();

@@ -18,6 +18,13 @@ pub struct ProjectionStatus {
     pub state: String,
     /// Why it stalled.
     pub last_error: Option<String>,
+    /// The instance holding the partition's lease (several instances share the
+    /// consumers; `null` in embedded mode or while nobody holds it).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// When that lease runs out (RFC 3339).
+    #[serde(default)]
+    pub lease_expires_at: Option<String>,
     /// During a rebuild: `events_done`, `events_total`, `events_per_sec`, `eta_seconds`.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub rebuild: Option<RebuildStatus>,

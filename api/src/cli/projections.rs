@@ -8,8 +8,9 @@ use jobsource_eventstore::EventStore;
 use jobsource_projections::worker::WorkerConfig;
 use jobsource_projections::RedisReadModel;
 
-use jobsource_app::consumers::{Consumers, DurableParts};
+use jobsource_app::consumers::{Consumers, DurableParts, Leasing};
 use jobsource_app::service::Service;
+use jobsource_projections::subscriber::lease::RedisLeaseStore;
 
 use super::StoreArgs;
 
@@ -99,6 +100,7 @@ impl DbArgs {
 async fn registry(db: &DbArgs) -> anyhow::Result<Consumers> {
     let store = db.store.connect().await?;
     let conn = store.connection();
+    let conn_for_leases = conn.clone();
     let store: Arc<dyn EventStore> = Arc::new(store);
     // Without DATABASE_URL only the Redis-side consumers are there (enough for `redis`).
     let pool = match db.database_url.as_deref().filter(|u| !u.is_empty()) {
@@ -127,6 +129,12 @@ async fn registry(db: &DbArgs) -> anyhow::Result<Consumers> {
         service: Arc::new(Service::new(store, None)),
         worker: WorkerConfig::default(),
         seed_bus,
+        // Never refreshed here: only to read who holds each partition.
+        leases: Some(Leasing {
+            store: Arc::new(RedisLeaseStore::new(conn_for_leases, &db.store.prefix)),
+            instance: format!("cli-{}", std::process::id()),
+            ttl: std::time::Duration::from_secs(10),
+        }),
     }))
 }
 

@@ -70,6 +70,13 @@ pub struct ServeArgs {
         default_value_t = jobsource_app::seed_bus::DEFAULT_MAXLEN,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub seed_bus_maxlen: u64,
+    /// This instance's id among those sharing one store (default: host name and pid).
+    #[arg(long, env = "JOBSOURCE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Partition lease length in ms: a dead instance's partitions are taken over after it.
+    #[arg(long, env = "JOBSOURCE_LEASE_TTL_MS", default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1_000..=600_000))]
+    pub lease_ttl_ms: u64,
 }
 
 impl ServeArgs {
@@ -107,6 +114,9 @@ impl ServeArgs {
             },
             seed_bus: self.seed_bus,
             seed_bus_maxlen: self.seed_bus_maxlen,
+            instance_id: non_empty(self.instance_id)
+                .unwrap_or_else(crate::serve::default_instance_id),
+            lease_ttl: std::time::Duration::from_millis(self.lease_ttl_ms),
             ..ServeConfig::default()
         }
     }

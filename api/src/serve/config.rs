@@ -38,6 +38,26 @@ pub struct ServeConfig {
     pub seed_bus: bool,
     /// `MAXLEN ~` of the bridge's `stream:<type>` streams (`JOBSOURCE_SEED_BUS_MAXLEN`).
     pub seed_bus_maxlen: u64,
+    /// This instance's id among those sharing the store (`JOBSOURCE_INSTANCE_ID`).
+    pub instance_id: String,
+    /// Partition lease length (`JOBSOURCE_LEASE_TTL_MS`, default 10 s); renewed every
+    /// third of it.
+    pub lease_ttl: Duration,
+}
+
+/// The default instance id: the host name and the process id.
+pub fn default_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "jobsource".into());
+    format!("{host}-{}", std::process::id())
 }
 
 impl Default for ServeConfig {
@@ -63,6 +83,8 @@ impl Default for ServeConfig {
             lease_sweep: Duration::from_millis(250),
             seed_bus: false,
             seed_bus_maxlen: jobsource_app::seed_bus::DEFAULT_MAXLEN,
+            instance_id: default_instance_id(),
+            lease_ttl: Duration::from_millis(10_000),
         }
     }
 }

@@ -24,12 +24,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use jobsource_app::catalog::{Catalog, CatalogError};
-use jobsource_app::consumers::{Consumers, DurableParts};
+use jobsource_app::consumers::{Consumers, DurableParts, Leasing};
 use jobsource_app::read::full::FullReadSide;
 use jobsource_app::read::memory::MemoryReadModel;
 use jobsource_app::read::ReadSide;
 use jobsource_app::service::Service;
 use jobsource_http::{app, AppState, HttpConfig};
+use jobsource_projections::subscriber::lease::RedisLeaseStore;
 
 mod config;
 pub use config::*;
@@ -177,6 +178,11 @@ impl Server {
                     service: service.clone(),
                     worker: config.worker.clone(),
                     seed_bus,
+                    leases: Some(Leasing {
+                        store: Arc::new(RedisLeaseStore::new(conn.clone(), &config.prefix)),
+                        instance: config.instance_id.clone(),
+                        ttl: config.lease_ttl,
+                    }),
                 }));
                 let deliveries = Arc::new(jobsource_app::webhooks::postgres::PgDeliveryStore::new(
                     pool.clone(),

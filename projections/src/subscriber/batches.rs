@@ -1,7 +1,7 @@
 //! How the runtime applies batches: one pass over the partitions, a batch with bounded
 //! retries, then a recorded stall at the failing event.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -24,7 +24,23 @@ impl Subscriber {
         }
     }
 
-    /// One batch of every partition that is not stalled; true when any moved.
+    /// Renews and balances the partition leases, at most every 250 ms.
+    async fn refresh_claims(&self) -> Result<(), HandlerError> {
+        let Some(claims) = &self.claims else {
+            return Ok(());
+        };
+        {
+            let mut last = self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_millis(250)) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        claims.refresh().await
+    }
+
+    /// One batch of every partition that is not stalled (and, with leases, is held here);
+    /// true when any moved.
     pub(super) async fn pass(
         &self,
         shutdown: Option<&watch::Receiver<bool>>,
@@ -37,8 +53,10 @@ impl Subscriber {
         shutdown: Option<&watch::Receiver<bool>>,
     ) -> Result<(u64, bool), HandlerError> {
         let recorded = self.status.load(self.name()).await?;
+        self.refresh_claims().await?;
         let partitions: Vec<u32> = (0..self.store.partitions())
             .filter(|p| !matches!(recorded.get(p), Some(Recorded::Stalled { .. })))
+            .filter(|p| self.claims.as_ref().is_none_or(|c| c.epoch(*p).is_some()))
             .collect();
         let results: Vec<Result<(u64, bool), BatchEnd>> = futures::stream::iter(partitions)
             .map(|p| self.batch_with_retries(p, shutdown))
@@ -179,9 +197,28 @@ impl Subscriber {
         let Some(first) = events.first().map(|e| e.position.to_string()) else {
             return Ok((0, false));
         };
-        match self.handler.apply(partition, after, &events).await {
+        let fence = match &self.claims {
+            Some(claims) => match claims.epoch(partition) {
+                Some(epoch) => Some(epoch),
+                // The lease ran out while the batch was read: leave it to the next holder.
+                None => return Ok((0, false)),
+            },
+            None => None,
+        };
+        match self.handler.apply(partition, after, &events, fence).await {
             Ok(Outcome::Applied) => Ok((events.len() as u64, true)),
             Ok(Outcome::Moved) => Ok((0, true)),
+            Ok(Outcome::Fenced) => {
+                tracing::warn!(
+                    consumer = self.name(),
+                    partition,
+                    "a later lease holder wrote this partition; giving it up"
+                );
+                if let Some(claims) = &self.claims {
+                    claims.lost(partition);
+                }
+                Ok((0, false))
+            }
             Err(e) => Err((e, Some(first))),
         }
     }

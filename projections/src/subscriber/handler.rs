@@ -22,11 +22,16 @@ pub trait Handler: Send + Sync + 'static {
     /// A handler may save the progress of a prefix and then fail; the runtime reads the
     /// checkpoint again before it retries. [`Outcome::Moved`] says the checkpoint was no
     /// longer `after` (another worker applied the batch): nothing was written.
+    ///
+    /// `fence` is the epoch of this instance's lease on the partition (scale-out); a
+    /// handler whose checkpoint store keeps fences refuses a write with a lower epoch than
+    /// the last one recorded and answers [`Outcome::Fenced`].
     async fn apply(
         &self,
         partition: u32,
         after: LogId,
         events: &[RecordedEvent],
+        fence: Option<u64>,
     ) -> Result<Outcome, HandlerError>;
 }
 
@@ -37,6 +42,9 @@ pub enum Outcome {
     Applied,
     /// The checkpoint had moved meanwhile; nothing was written.
     Moved,
+    /// A later lease holder wrote the checkpoint (a higher epoch): nothing was written and
+    /// this instance no longer owns the partition.
+    Fenced,
 }
 
 /// Why a batch did not apply.

@@ -18,6 +18,7 @@
 
 mod batches;
 mod handler;
+pub mod lease;
 pub mod pg;
 pub mod redis;
 mod report;

@@ -14,8 +14,9 @@ use crate::error::ProjectionError;
 use crate::runtime::PgProjection;
 
 /// Runs a [`PgProjection`] on the runtime. One batch = one transaction: lock the
-/// checkpoint row, check it is still where the batch was read from, write the rows, move
-/// the checkpoint, commit. A crash before the commit rolls back rows and checkpoint
+/// checkpoint row, check the lease epoch (`fence`) is not below the last writer's and the
+/// checkpoint is still where the batch was read from, write the rows, move the checkpoint
+/// and the fence, commit. A crash before the commit rolls back rows and checkpoint
 /// together; a second worker that applied the batch first makes this one a no-op.
 pub struct PgHandler {
     projection: Arc<dyn PgProjection>,
@@ -53,18 +54,46 @@ impl Handler for PgHandler {
         partition: u32,
         after: LogId,
         events: &[RecordedEvent],
+        fence: Option<u64>,
     ) -> Result<Outcome, HandlerError> {
         let Some(last) = events.last().map(|e| e.position.id) else {
             return Ok(Outcome::Applied);
         };
         let name = self.projection.name();
         let mut tx = self.pool.begin().await.map_err(ProjectionError::from)?;
-        if checkpoint::lock(&mut tx, name, partition).await? != after {
+        let at = checkpoint::lock(&mut tx, name, partition).await?;
+        if let Some(fence) = fence {
+            // Under the row lock: a later lease holder's epoch wins.
+            let stored: i64 = sqlx::query_scalar(
+                "SELECT fence FROM projection_checkpoints WHERE projection = $1 AND partition = $2",
+            )
+            .bind(name)
+            .bind(partition as i32)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(ProjectionError::from)?;
+            if stored > fence as i64 {
+                tx.rollback().await.map_err(ProjectionError::from)?;
+                return Ok(Outcome::Fenced);
+            }
+        }
+        if at != after {
             tx.rollback().await.map_err(ProjectionError::from)?;
             return Ok(Outcome::Moved);
         }
         self.projection.apply(&mut tx, events).await?;
         checkpoint::advance(&mut tx, name, partition, last, events.len() as u64).await?;
+        if let Some(fence) = fence {
+            sqlx::query(
+                "UPDATE projection_checkpoints SET fence = $3 WHERE projection = $1 AND partition = $2",
+            )
+            .bind(name)
+            .bind(partition as i32)
+            .bind(fence as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(ProjectionError::from)?;
+        }
         tx.commit().await.map_err(ProjectionError::from)?;
         Ok(Outcome::Applied)
     }

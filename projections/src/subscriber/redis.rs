@@ -42,9 +42,14 @@ impl Handler for RedisModelHandler {
         partition: u32,
         _after: LogId,
         events: &[RecordedEvent],
+        fence: Option<u64>,
     ) -> Result<Outcome, HandlerError> {
-        self.model.apply_events(partition, events).await?;
-        Ok(Outcome::Applied)
+        Ok(
+            match self.model.apply_events(partition, events, fence).await? {
+                Some(_) => Outcome::Applied,
+                None => Outcome::Fenced,
+            },
+        )
     }
 }
 

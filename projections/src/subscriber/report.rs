@@ -17,6 +17,10 @@ impl Subscriber {
             ),
         };
         let head = self.store.head().await.ok();
+        let holders = match &self.claims {
+            Some(c) => c.holders().await.unwrap_or_default(),
+            None => Vec::new(),
+        };
         let phase = self.phase();
         let mut rows = Vec::with_capacity(self.locks.len());
         for p in 0..self.store.partitions() {
@@ -55,7 +59,10 @@ impl Subscriber {
             if last_error.is_none() {
                 last_error = store_error.clone();
             }
+            let holder = holders.get(p as usize).cloned().flatten();
             rows.push(StatusRow {
+                owner: holder.as_ref().map(|h| h.owner.clone()),
+                lease_expires_at: holder.map(|h| h.expires_at_ms),
                 consumer: name.clone(),
                 partition: p,
                 checkpoint: Position::new(p, checkpoint).to_string(),

@@ -8,6 +8,7 @@ use futures::{FutureExt, StreamExt};
 use jobsource_eventstore::{EventStore, EventStream, LogId};
 use tokio::sync::{watch, Notify};
 
+use super::lease::Claims;
 use super::{Handler, HandlerError, StatusStore};
 
 /// Histogram of applied batches' durations (seconds), by `projection`.
@@ -91,6 +92,10 @@ pub struct Subscriber {
     /// Wakes the loop (resume, stop).
     wake: Notify,
     stop: watch::Sender<bool>,
+    /// Partition leases, when several instances share the consumer.
+    pub(super) claims: Option<Arc<Claims>>,
+    /// When the leases were last refreshed.
+    pub(super) refreshed: Mutex<Option<std::time::Instant>>,
 }
 
 impl Subscriber {
@@ -116,7 +121,21 @@ impl Subscriber {
                 .collect(),
             wake: Notify::new(),
             stop: watch::channel(false).0,
+            claims: None,
+            refreshed: Mutex::new(None),
         }
+    }
+
+    /// Applies only the partitions this instance holds a lease on (scale-out), writing
+    /// each batch with the lease's epoch as its fence.
+    pub fn with_claims(mut self, claims: Arc<Claims>) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+
+    /// The partition leases, when the consumer runs with them.
+    pub fn claims(&self) -> Option<&Arc<Claims>> {
+        self.claims.as_ref()
     }
 
     /// The consumer's name.
@@ -209,6 +228,10 @@ impl Subscriber {
             if !self.wait(&mut tail, &mut shutdown, &mut stop).await {
                 break;
             }
+        }
+        if let Some(claims) = &self.claims {
+            // Hand the partitions over at once instead of after the TTL.
+            claims.release_all().await;
         }
         self.live().phase = Phase::Stopped;
         if let Err(e) = self.status.set_running(&name, partitions, false).await {

@@ -80,6 +80,11 @@ pub struct StatusRow {
     pub last_error: Option<String>,
     /// Where the stall happened.
     pub error_position: Option<String>,
+    /// The instance holding the partition's lease (scale-out; `None` without leases or
+    /// while nobody holds it).
+    pub owner: Option<String>,
+    /// When that lease runs out (ms since the Unix epoch, the store's clock).
+    pub lease_expires_at: Option<u64>,
 }
 
 /// Status kept in memory (embedded mode and tests): lost with the process, like the

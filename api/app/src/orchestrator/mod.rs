@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jobsource_eventstore::{LogId, RecordedEvent};
+use jobsource_projections::subscriber::lease::Claims;
 use jobsource_projections::subscriber::{
     Handler, HandlerError, MemoryStatusStore, Outcome, StatusStore, Subscriber, SubscriberConfig,
 };
@@ -107,6 +108,7 @@ impl Handler for Reactor {
         partition: u32,
         _after: LogId,
         events: &[RecordedEvent],
+        _fence: Option<u64>,
     ) -> Result<Outcome, HandlerError> {
         // Events needing no command are passed over without a checkpoint write each;
         // `unsaved` is the furthest such one, saved with the next write.
@@ -155,6 +157,7 @@ pub struct Orchestrator {
     reactor: Arc<Reactor>,
     status: Arc<dyn StatusStore>,
     config: OrchestratorConfig,
+    claims: Option<Arc<Claims>>,
     subscriber: Arc<Subscriber>,
 }
 
@@ -168,6 +171,7 @@ impl Orchestrator {
             reactor,
             Arc::new(MemoryStatusStore::new()),
             OrchestratorConfig::default(),
+            None,
         )
     }
 
@@ -175,9 +179,10 @@ impl Orchestrator {
         reactor: Arc<Reactor>,
         status: Arc<dyn StatusStore>,
         config: OrchestratorConfig,
+        claims: Option<Arc<Claims>>,
     ) -> Self {
         let store = reactor.service.store().clone();
-        let subscriber = Arc::new(Subscriber::new(
+        let subscriber = Subscriber::new(
             reactor.clone(),
             store.clone(),
             status.clone(),
@@ -190,23 +195,33 @@ impl Orchestrator {
                 // Every partition at once: reactions wait on command round trips.
                 parallel: store.partitions() as usize,
             },
-        ));
+        );
+        let subscriber = Arc::new(match claims.clone() {
+            Some(c) => subscriber.with_claims(c),
+            None => subscriber,
+        });
         Orchestrator {
             reactor,
             status,
             config,
+            claims,
             subscriber,
         }
     }
 
     /// Replaces the loop's tuning.
     pub fn with_config(self, config: OrchestratorConfig) -> Self {
-        Orchestrator::build(self.reactor, self.status, config)
+        Orchestrator::build(self.reactor, self.status, config, self.claims)
     }
 
     /// Records stalls in `status` (Redis in full mode, so the CLI sees and resumes them).
     pub fn with_status_store(self, status: Arc<dyn StatusStore>) -> Self {
-        Orchestrator::build(self.reactor, status, self.config)
+        Orchestrator::build(self.reactor, status, self.config, self.claims)
+    }
+
+    /// Handles only the partitions this instance holds a lease on (scale-out).
+    pub fn with_claims(self, claims: Arc<Claims>) -> Self {
+        Orchestrator::build(self.reactor, self.status, self.config, Some(claims))
     }
 
     /// The command layer the orchestrator uses.

@@ -322,6 +322,7 @@ impl Handler for SeedBus {
         partition: u32,
         _after: LogId,
         events: &[RecordedEvent],
+        _fence: Option<u64>,
     ) -> Result<Outcome, HandlerError> {
         let Some(last) = events.last().map(|e| e.position.id) else {
             return Ok(Outcome::Applied);

@@ -275,6 +275,7 @@ impl Handler for MemoryEnqueuer {
         partition: u32,
         after: LogId,
         events: &[RecordedEvent],
+        _fence: Option<u64>,
     ) -> Result<Outcome, HandlerError> {
         let Some(last) = events.last().map(|e| e.position.id) else {
             return Ok(Outcome::Applied);

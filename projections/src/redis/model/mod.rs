@@ -84,6 +84,11 @@ impl RmKeys {
     pub fn checkpoint(&self) -> String {
         self.key("projection:redis:checkpoint")
     }
+
+    /// The lease epoch each partition's checkpoint was last written under.
+    pub fn fence(&self) -> String {
+        self.key("projection:redis:fence")
+    }
 }
 
 /// The Redis read model projection.
@@ -174,19 +179,24 @@ impl RedisReadModel {
         if let Some(u) = until {
             events.retain(|e| e.position.id <= u);
         }
-        self.apply_events(partition, &events).await
+        self.apply_events(partition, &events, None)
+            .await
+            .map(|n| n.unwrap_or(0))
     }
 
     /// Applies `events` (the next events of `partition`, in log order) and moves the
-    /// checkpoint past the last one; returns how many.
+    /// checkpoint past the last one; returns how many, or `None` when `fence` (the lease
+    /// epoch) is below the one the checkpoint was last written under: nothing applied.
     pub async fn apply_events(
         &self,
         partition: u32,
         events: &[RecordedEvent],
-    ) -> Result<usize, ProjectionError> {
+        fence: Option<u64>,
+    ) -> Result<Option<usize>, ProjectionError> {
         let Some(last) = events.last().map(|e| e.position.id) else {
-            return Ok(0);
+            return Ok(Some(0));
         };
+        let fence = fence.map(|f| f.to_string()).unwrap_or_default();
         // One script call: every entity's events folded into one guarded set of operations,
         // and the checkpoint, atomically; a batch re-read after a crash is refused entity by
         // entity by the version guards.
@@ -217,20 +227,26 @@ impl RedisReadModel {
         for k in &folded.batch.keys {
             inv.key(k);
         }
-        inv.key(self.keys.checkpoint());
-        inv.arg(partition).arg(&checkpoint);
+        inv.key(self.keys.checkpoint()).key(self.keys.fence());
+        inv.arg(partition).arg(&checkpoint).arg(&fence);
         for a in &folded.batch.args {
             inv.arg(a);
         }
         let mut conn = self.conn.clone();
-        let partial: Vec<usize> = inv.invoke_async(&mut conn).await.map_err(Self::err)?;
+        let partial: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(Self::err)?;
+        if partial.first() == Some(&-1) {
+            return Ok(None);
+        }
         if partial.is_empty() {
-            return Ok(events.len());
+            return Ok(Some(events.len()));
         }
         // Entities that had applied part of their events (an overlapping replay): apply
         // those event by event, and move the checkpoint with them.
         let mut batch_ops = Batch::default();
-        for g in partial.iter().filter_map(|n| groups.get(n.wrapping_sub(1))) {
+        for g in partial
+            .iter()
+            .filter_map(|n| groups.get((*n as usize).wrapping_sub(1)))
+        {
             for (v, ops) in &g.events {
                 batch_ops.push(*v, ops.clone());
             }
@@ -239,15 +255,16 @@ impl RedisReadModel {
         for k in &batch_ops.keys {
             inv.key(k);
         }
-        inv.key(self.keys.checkpoint());
-        inv.arg(partition).arg(&checkpoint);
+        inv.key(self.keys.checkpoint()).key(self.keys.fence());
+        inv.arg(partition).arg(&checkpoint).arg(&fence);
         for a in &batch_ops.args {
             inv.arg(a);
         }
-        inv.invoke_async::<u64>(&mut conn)
-            .await
-            .map_err(Self::err)?;
-        Ok(events.len())
+        let applied: i64 = inv.invoke_async(&mut conn).await.map_err(Self::err)?;
+        if applied < 0 {
+            return Ok(None);
+        }
+        Ok(Some(events.len()))
     }
 
     /// Runs batches on every partition until caught up; returns events read.

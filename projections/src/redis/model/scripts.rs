@@ -3,11 +3,18 @@
 
 /// Applies a whole batch atomically, with the checkpoint: for each event, its operations
 /// run only when its version is above the entity hash's `version`.
-/// KEYS: every key the batch touches, the checkpoint hash last. ARGV: partition,
-/// checkpoint value, then per event: entity key index, version, op count, and per op:
+/// KEYS: every key the batch touches, then the checkpoint hash and the fence hash. ARGV:
+/// partition, checkpoint value, lease epoch (`''`: none), then per event: entity key index, version, op count, and per op:
 /// name, key index, arg count, args.
 pub(super) const BATCH_APPLY: &str = r"
-local i = 3
+-- The lease epoch (ARGV[3], '' without leases) against the last writer's: a paused
+-- former owner's batch is refused whole.
+if ARGV[3] ~= '' then
+  local f = tonumber(redis.call('HGET', KEYS[#KEYS], ARGV[1]) or '0')
+  if tonumber(ARGV[3]) < f then return -1 end
+  redis.call('HSET', KEYS[#KEYS], ARGV[1], ARGV[3])
+end
+local i = 4
 local applied = 0
 while i <= #ARGV do
   local ek = KEYS[tonumber(ARGV[i])]
@@ -34,7 +41,7 @@ while i <= #ARGV do
     applied = applied + 1
   end
 end
-redis.call('HSET', KEYS[#KEYS], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[#KEYS - 1], ARGV[1], ARGV[2])
 return applied
 ";
 
@@ -43,11 +50,18 @@ return applied
 /// entity has fully applied is skipped; a group it has partly applied (a replay that
 /// overlaps) is left alone and reported, and the checkpoint is then not moved: the caller
 /// applies those groups event by event with [`BATCH_APPLY`], which moves it.
-/// KEYS: every key, the checkpoint hash last. ARGV: partition, checkpoint value, then per
-/// group: entity key index, first version, last version, op count, ops (as in BATCH_APPLY).
-/// Returns the 1-based numbers of the partly applied groups.
+/// KEYS: every key, then the checkpoint hash and the fence hash. ARGV: partition,
+/// checkpoint value, lease epoch (`''`: none), then per group: entity key index, first version, last version, op count, ops (as in BATCH_APPLY).
+/// Returns the 1-based numbers of the partly applied groups; `{-1}` when fenced.
 pub(super) const FOLDED_APPLY: &str = r"
-local i = 3
+-- The lease epoch (ARGV[3], '' without leases) against the last writer's: a paused
+-- former owner's batch is refused whole.
+if ARGV[3] ~= '' then
+  local f = tonumber(redis.call('HGET', KEYS[#KEYS], ARGV[1]) or '0')
+  if tonumber(ARGV[3]) < f then return {-1} end
+  redis.call('HSET', KEYS[#KEYS], ARGV[1], ARGV[3])
+end
+local i = 4
 local group = 0
 local partial = {}
 while i <= #ARGV do
@@ -74,6 +88,6 @@ while i <= #ARGV do
   end
   if apply then redis.call('HSET', ek, 'version', last) end
 end
-if #partial == 0 then redis.call('HSET', KEYS[#KEYS], ARGV[1], ARGV[2]) end
+if #partial == 0 then redis.call('HSET', KEYS[#KEYS - 1], ARGV[1], ARGV[2]) end
 return partial
 ";

@@ -51,6 +51,8 @@ impl FullReadSide {
                 .into(),
                 last_error: stall.map(|(position, error)| with_position(error, Some(position))),
                 rebuild: None,
+                owner: None,
+                lease_expires_at: None,
             });
         }
         Ok(out)
@@ -71,6 +73,8 @@ impl FullReadSide {
                 state: r.state,
                 last_error: r.last_error.map(|e| with_position(e, r.error_position)),
                 rebuild: None,
+                owner: None,
+                lease_expires_at: None,
             })
             .collect();
         // A PostgreSQL projection gets its checkpoint row with its first applied batch, so
@@ -90,6 +94,8 @@ impl FullReadSide {
                     state: "running".into(),
                     last_error: None,
                     rebuild: None,
+                    owner: None,
+                    lease_expires_at: None,
                 });
             }
         }

@@ -102,6 +102,7 @@ impl Handler for MemoryReadModel {
         partition: u32,
         after: LogId,
         events: &[RecordedEvent],
+        _fence: Option<u64>,
     ) -> Result<Outcome, HandlerError> {
         let mut state = self.state.write().await;
         if state.checkpoint.after(partition) != after {
@@ -298,6 +299,8 @@ impl ReadSide for MemoryReadModel {
                 state: if rebuilding { "rebuilding" } else { "running" }.into(),
                 last_error: None,
                 rebuild: None,
+                owner: None,
+                lease_expires_at: None,
             });
         }
         Ok(out)
