@@ -338,3 +338,35 @@ async fn orchestrator_killed_mid_workflow_and_restarted_applies_nothing_twice() 
         .await
         .expect("cleanup");
 }
+
+#[tokio::test]
+async fn a_fenced_checkpoint_write_from_a_former_lease_holder_changes_nothing() {
+    let env = env("orchestrator_fence").await;
+    let ten = LogId::new(10, 0);
+    assert!(env
+        .state
+        .advance_fenced(2, ten, Some(5))
+        .await
+        .expect("write"));
+    // A paused former owner (epoch 4) wakes up and writes an older checkpoint.
+    assert!(!env
+        .state
+        .advance_fenced(2, LogId::new(3, 0), Some(4))
+        .await
+        .expect("write"));
+    assert_eq!(env.state.checkpoint(2).await.expect("read"), ten);
+    // The holder goes on; other partitions are unaffected.
+    assert!(env
+        .state
+        .advance_fenced(2, LogId::new(11, 0), Some(5))
+        .await
+        .expect("write"));
+    assert!(env
+        .state
+        .advance_fenced(1, LogId::new(1, 0), Some(1))
+        .await
+        .expect("write"));
+    cleanup_prefix(&env.url, &env.prefix)
+        .await
+        .expect("cleanup");
+}

@@ -76,7 +76,8 @@ pub struct Leasing {
 }
 
 impl Leasing {
-    fn claims(&self, consumer: &str, partitions: u32) -> Arc<Claims> {
+    /// The claims of `consumer` on `partitions` partitions for this instance.
+    pub fn claims(&self, consumer: &str, partitions: u32) -> Arc<Claims> {
         Arc::new(Claims::new(
             self.store.clone(),
             consumer,

@@ -84,6 +84,8 @@ impl Server {
         };
         let (stop_workers, workers_rx) = watch::channel(false);
         let mut workers = Vec::new();
+        // Durable mode: the job queue's timers are leased per partition like a consumer.
+        let mut timer_claims = None;
         let (state, consumers) = match &config.redis_url {
             None => {
                 tracing::warn!(
@@ -150,6 +152,12 @@ impl Server {
                 let service = Arc::new(
                     Service::new(store.clone(), catalog).with_queue_config(config.queue.clone()),
                 );
+                let leasing = Leasing {
+                    store: Arc::new(RedisLeaseStore::new(conn.clone(), &config.prefix)),
+                    instance: config.instance_id.clone(),
+                    ttl: config.lease_ttl,
+                };
+                timer_claims = Some(leasing.claims("timers", store.partitions()));
                 let seed_bus = config.seed_bus.then(|| {
                     // A non-empty read prefix namespaces the seed-facing keys; the bus
                     // follows it (unset or empty: the seed's bare channel and stream names).
@@ -178,11 +186,7 @@ impl Server {
                     service: service.clone(),
                     worker: config.worker.clone(),
                     seed_bus,
-                    leases: Some(Leasing {
-                        store: Arc::new(RedisLeaseStore::new(conn.clone(), &config.prefix)),
-                        instance: config.instance_id.clone(),
-                        ttl: config.lease_ttl,
-                    }),
+                    leases: Some(leasing.clone()),
                 }));
                 let deliveries = Arc::new(jobsource_app::webhooks::postgres::PgDeliveryStore::new(
                     pool.clone(),
@@ -208,6 +212,7 @@ impl Server {
         workers.push(tokio::spawn(jobsource_app::service::leases::run_sweeper(
             state.service().clone(),
             config.lease_sweep,
+            timer_claims,
             workers_rx.clone(),
         )));
         if let Some(deliveries) = state.webhooks() {

@@ -17,6 +17,7 @@
 //! other partitions, and the other consumers, go on.
 
 mod batches;
+pub mod fenced;
 mod handler;
 pub mod lease;
 pub mod pg;

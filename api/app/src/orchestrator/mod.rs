@@ -93,6 +93,21 @@ fn state_error(e: ServiceError) -> HandlerError {
     }
 }
 
+impl Reactor {
+    /// Moves the checkpoint (fenced under a lease); false when a later holder wrote it.
+    async fn save(
+        &self,
+        partition: u32,
+        to: LogId,
+        fence: Option<u64>,
+    ) -> Result<bool, HandlerError> {
+        self.state
+            .advance_fenced(partition, to, fence)
+            .await
+            .map_err(state_error)
+    }
+}
+
 #[async_trait]
 impl Handler for Reactor {
     fn name(&self) -> &str {
@@ -108,7 +123,7 @@ impl Handler for Reactor {
         partition: u32,
         _after: LogId,
         events: &[RecordedEvent],
-        _fence: Option<u64>,
+        fence: Option<u64>,
     ) -> Result<Outcome, HandlerError> {
         // Events needing no command are passed over without a checkpoint write each;
         // `unsaved` is the furthest such one, saved with the next write.
@@ -129,24 +144,21 @@ impl Handler for Reactor {
             if let Err(e) = self.react(event).instrument(span).await {
                 if let Some(u) = unsaved {
                     // Keep the progress made before the failing event.
-                    self.state
-                        .advance(partition, u)
-                        .await
-                        .map_err(state_error)?;
+                    if !self.save(partition, u, fence).await? {
+                        return Ok(Outcome::Fenced);
+                    }
                 }
                 return Err(handler_error(e, event));
             }
-            self.state
-                .advance(partition, id)
-                .await
-                .map_err(state_error)?;
+            if !self.save(partition, id, fence).await? {
+                return Ok(Outcome::Fenced);
+            }
             unsaved = None;
         }
         if let Some(u) = unsaved {
-            self.state
-                .advance(partition, u)
-                .await
-                .map_err(state_error)?;
+            if !self.save(partition, u, fence).await? {
+                return Ok(Outcome::Fenced);
+            }
         }
         Ok(Outcome::Applied)
     }

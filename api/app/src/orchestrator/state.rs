@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use jobsource_eventstore::LogId;
+use jobsource_projections::subscriber::fenced;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use uuid::Uuid;
@@ -27,6 +28,19 @@ pub trait OrchestratorState: Send + Sync + 'static {
     ///
     /// A plain set, not a maximum: an operator (or a test) may move it back to replay.
     async fn advance(&self, partition: u32, to: LogId) -> Result<(), ServiceError>;
+
+    /// [`OrchestratorState::advance`] under a partition lease: refused (`false`) when a
+    /// later lease holder (a higher `fence`) wrote the checkpoint. Without a fence, or in
+    /// a store that keeps none (memory: one process), a plain advance.
+    async fn advance_fenced(
+        &self,
+        partition: u32,
+        to: LogId,
+        fence: Option<u64>,
+    ) -> Result<bool, ServiceError> {
+        let _ = fence;
+        self.advance(partition, to).await.map(|_| true)
+    }
 
     /// Records that `dependent` waits for `dependency` (idempotent).
     async fn add_dependent(&self, dependency: Uuid, dependent: Uuid) -> Result<(), ServiceError>;
@@ -147,6 +161,29 @@ impl OrchestratorState for RedisOrchestratorState {
             .hset(self.checkpoint_key(), partition, to.to_string())
             .await?;
         Ok(())
+    }
+
+    async fn advance_fenced(
+        &self,
+        partition: u32,
+        to: LogId,
+        fence: Option<u64>,
+    ) -> Result<bool, ServiceError> {
+        let Some(epoch) = fence else {
+            return self.advance(partition, to).await.map(|_| true);
+        };
+        fenced::set_checkpoint(
+            &self.conn,
+            &fenced::CheckpointKey::HashField(self.checkpoint_key()),
+            partition,
+            &to.to_string(),
+            epoch,
+        )
+        .await
+        .map_err(|e| ServiceError::Unavailable {
+            backend: "redis",
+            message: e.to_string(),
+        })
     }
 
     async fn add_dependent(&self, dependency: Uuid, dependent: Uuid) -> Result<(), ServiceError> {

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use jobsource_eventstore::{EventStore, LogId, RecordedEvent, StoreError};
-use jobsource_projections::subscriber::{Handler, HandlerError, Outcome, SubscriberConfig};
+use jobsource_projections::subscriber::{fenced, Handler, HandlerError, Outcome, SubscriberConfig};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
@@ -322,13 +322,32 @@ impl Handler for SeedBus {
         partition: u32,
         _after: LogId,
         events: &[RecordedEvent],
-        _fence: Option<u64>,
+        fence: Option<u64>,
     ) -> Result<Outcome, HandlerError> {
         let Some(last) = events.last().map(|e| e.position.id) else {
             return Ok(Outcome::Applied);
         };
         self.publish_batch(events).await?;
-        self.set_checkpoint(partition, last).await?;
+        match fence {
+            None => self.set_checkpoint(partition, last).await?,
+            Some(epoch) => {
+                // Published already (at least once); only the checkpoint is fenced.
+                let written = fenced::set_checkpoint(
+                    &self.conn,
+                    &fenced::CheckpointKey::Key {
+                        checkpoint: self.checkpoint_key(partition),
+                        fence: format!("{}:{{p{partition}}}:seedbus:fence", self.prefix),
+                    },
+                    partition,
+                    &last.to_string(),
+                    epoch,
+                )
+                .await?;
+                if !written {
+                    return Ok(Outcome::Fenced);
+                }
+            }
+        }
         Ok(Outcome::Applied)
     }
 }

@@ -20,6 +20,7 @@ use jobsource_domain::job::{ExpireLease, JobCommand};
 use jobsource_domain::{job_stream, DomainError};
 use jobsource_eventstore::queue::{now_ms, STREAM_PREFIX};
 use jobsource_eventstore::{Idempotency, LeaseEntry};
+use jobsource_projections::subscriber::lease::Claims;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -104,9 +105,18 @@ pub async fn expire(
 
 /// One sweep over every partition: expires the leases that are due. The number expired.
 pub async fn sweep(service: &Service) -> Result<usize, ServiceError> {
+    sweep_partitions(service, |_| true).await
+}
+
+/// [`sweep`] of the partitions `owned` says this instance holds (scale-out: each
+/// partition's timers are swept by its lease holder only).
+pub async fn sweep_partitions(
+    service: &Service,
+    owned: impl Fn(u32) -> bool,
+) -> Result<usize, ServiceError> {
     let store = service.store();
     let mut expired = 0;
-    for p in 0..store.partitions() {
+    for p in (0..store.partitions()).filter(|p| owned(*p)) {
         for lease in store.due_leases(p, now_ms(), SWEEP_BATCH).await? {
             if expire(service, &lease, false, "lease expired").await? {
                 expired += 1;
@@ -138,13 +148,24 @@ pub async fn expire_machine_leases(
 }
 
 /// Sweeps every `interval` until `shutdown` turns true. Outages are logged and waited out.
+///
+/// With `claims` (several instances on one store), the partitions' timers are leased like
+/// any consumer (`timers`): each instance sweeps the partitions it holds. The expiry's own
+/// checks keep a sweep by a former holder harmless.
 pub async fn run_sweeper(
     service: Arc<Service>,
     interval: Duration,
+    claims: Option<Arc<Claims>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        if let Err(e) = sweep(&service).await {
+        if let Some(c) = &claims {
+            if let Err(e) = c.refresh().await {
+                tracing::warn!(error = %e, "timer leases cannot be refreshed; retrying");
+            }
+        }
+        let owned = |p: u32| claims.as_ref().is_none_or(|c| c.epoch(p).is_some());
+        if let Err(e) = sweep_partitions(&service, owned).await {
             tracing::warn!(error = %e, "lease sweep failed; retrying");
         }
         tokio::select! {
@@ -152,7 +173,10 @@ pub async fn run_sweeper(
             _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {
-            return;
+            break;
         }
+    }
+    if let Some(c) = &claims {
+        c.release_all().await;
     }
 }
