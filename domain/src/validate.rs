@@ -42,12 +42,18 @@ pub fn machine_id_message(id: &str) -> String {
     format!("{id:?} must match [A-Za-z0-9][A-Za-z0-9._:-]{{0,127}}")
 }
 
-/// True when `url` looks like an http(s) URL.
+/// The characters an accepted URL is made of after its scheme: RFC 3986's unreserved and
+/// reserved characters and `%`, without `[` `]` (IPv6 literal hosts are not accepted).
+pub const URL_CHARS: &str = "A-Za-z0-9._~:/?#@!$&'()*+,;=%-";
+
+/// True when `url` is `http://` or `https://` followed by [`URL_CHARS`] only.
 pub fn is_http_url(url: &str) -> bool {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
-    matches!(rest, Some(r) if !r.is_empty() && !r.contains(char::is_whitespace))
+    matches!(rest, Some(r) if !r.is_empty() && r.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || b"._~:/?#@!$&'()*+,;=%-".contains(&b)
+    }))
 }
 
 /// Most capabilities a job may require.

@@ -80,7 +80,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// A JSON body that may be absent (empty body = `T::default()`).
+/// A JSON body that may be absent (an empty body or JSON `null` = `T::default()`, as the
+/// document's optional request bodies say).
 pub struct OptionalJsonBody<T> {
     /// Parsed (or default) body.
     pub value: T,
@@ -93,7 +94,8 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let raw = body_bytes(req, state).await?;
-        let value = if raw.iter().all(u8::is_ascii_whitespace) {
+        let text = raw.trim_ascii();
+        let value = if text.is_empty() || text == b"null" {
             T::default()
         } else {
             parse_json(&raw)?
@@ -151,10 +153,12 @@ impl FromRequestParts<AppState> for CommandHeaders {
             }
         };
         let idempotency_key = match header("idempotency-key")? {
-            Some(k) if k.is_empty() || k.len() > 255 => {
+            Some(k)
+                if k.is_empty() || k.len() > 255 || !k.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
                 return Err(ApiError::malformed(
                     "Idempotency-Key",
-                    "must be 1 to 255 characters",
+                    "must be 1 to 255 visible ASCII characters without spaces",
                 ))
             }
             other => other,

@@ -8,6 +8,7 @@
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod number;
 pub mod openapi;
 pub mod schema;
 pub mod seed;

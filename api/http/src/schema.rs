@@ -288,9 +288,18 @@ pub struct ProjectionStatus {
     pub owner: Option<String>,
     /// When that lease runs out (RFC 3339).
     pub lease_expires_at: Option<String>,
-    /// During a rebuild: `events_done`, `events_total`, `events_per_sec`, `eta_seconds`.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub rebuild: Option<RebuildStatus>,
+    /// During a rebuild only: events applied to the new model so far.
+    #[schema(required = false)]
+    pub events_done: Option<u64>,
+    /// During a rebuild only: events up to the head when the rebuild read it.
+    #[schema(required = false)]
+    pub events_total: Option<u64>,
+    /// During a rebuild only: average rate since it started.
+    #[schema(required = false)]
+    pub events_per_sec: Option<f64>,
+    /// During a rebuild only: seconds left at that rate.
+    #[schema(required = false)]
+    pub eta_seconds: Option<f64>,
 }
 
 /// A rebuild's progress, as status rows show it while it runs.

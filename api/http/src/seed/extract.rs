@@ -47,7 +47,9 @@ impl<T: SeedRequest> FromRequest<AppState> for SeedJson<T> {
                 )
             }
         })?;
-        let raw: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) {
+        // An empty body or JSON `null` is an empty object (Express's `req.body` is `{}`).
+        let text = raw.trim_ascii();
+        let raw: &[u8] = if text.is_empty() || text == b"null" {
             b"{}"
         } else {
             &raw

@@ -297,6 +297,8 @@ pub async fn get(
     QueryParams(q): QueryParams<JobGetParams>,
     headers: HeaderMap,
 ) -> Result<Json<JobView>, ApiError> {
+    // A position that is there must be valid, even when the historical read ignores it.
+    super::min_position(&headers, q.min_position.as_deref())?;
     if q.as_of_version.is_some() || q.as_of.is_some() {
         let as_of = q
             .as_of

@@ -59,22 +59,30 @@ pub fn min_position(
     headers: &HeaderMap,
     param: Option<&str>,
 ) -> Result<Option<Position>, ApiError> {
-    let (field, raw) = match param {
-        Some(p) => ("min_position", Some(p.to_owned())),
-        None => (
-            "X-Min-Position",
-            headers
-                .get("x-min-position")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-        ),
-    };
-    raw.map(|r| {
-        r.trim().parse::<Position>().map_err(|e| {
+    let parse = |field: &str, raw: &str| {
+        raw.trim().parse::<Position>().map_err(|e| {
             ApiError::malformed(field, format!("not a position (<partition>@<id>): {e}"))
         })
-    })
-    .transpose()
+    };
+    // An empty header counts as absent; a header that is there must be valid even when
+    // the parameter wins.
+    let header = match headers.get("x-min-position") {
+        None => None,
+        Some(v) => match v.to_str().map(str::trim) {
+            Ok("") => None,
+            Ok(s) => Some(parse("X-Min-Position", s)?),
+            Err(_) => {
+                return Err(ApiError::malformed(
+                    "X-Min-Position",
+                    "must be visible ASCII",
+                ))
+            }
+        },
+    };
+    match param {
+        Some(p) => Ok(Some(parse("min_position", p)?)),
+        None => Ok(header),
+    }
 }
 
 /// Read-your-writes: waits (bounded) for `model` to pass the requested position. Returns

@@ -54,6 +54,40 @@ pub fn to_claim(worker_id: String, body: ClaimRequest) -> Result<Claim, ServiceE
         })
         .transpose()
     };
+    if !jobsource_domain::validate::is_valid_machine_id(&worker_id) {
+        return Err(ServiceError::validation(
+            "worker_id",
+            jobsource_domain::validate::machine_id_message(&worker_id),
+        ));
+    }
+    if !jobsource_domain::validate::is_valid_machine_id(&body.machine_id) {
+        return Err(ServiceError::validation(
+            "machine_id",
+            jobsource_domain::validate::machine_id_message(&body.machine_id),
+        ));
+    }
+    if body.capabilities.len() > jobsource_domain::validate::MAX_CAPABILITIES {
+        return Err(ServiceError::validation(
+            "capabilities",
+            format!(
+                "at most {} capabilities",
+                jobsource_domain::validate::MAX_CAPABILITIES
+            ),
+        ));
+    }
+    if let Some(c) = body
+        .capabilities
+        .iter()
+        .find(|c| !jobsource_domain::validate::is_valid_capability(c))
+    {
+        return Err(ServiceError::validation(
+            "capabilities",
+            format!(
+                "{c:?} must match {}",
+                jobsource_domain::validate::CAPABILITY_PATTERN
+            ),
+        ));
+    }
     Ok(Claim {
         worker_id,
         machine_id: body.machine_id,

@@ -36,7 +36,7 @@ pub struct SeedSubmitRequest {
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
     /// 0..=100, default 50; higher is claimed first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::number::opt_i64")]
     pub priority: Option<i64>,
     /// Receives `job_completed` / terminal `job_failed`.
     #[serde(default)]
@@ -49,7 +49,7 @@ pub struct SeedSubmitRequest {
     #[serde(default)]
     pub depends_on: Option<Vec<Uuid>>,
     /// Retries after retryable failures (default 3).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::number::opt_i64")]
     pub max_retries: Option<i64>,
 }
 
@@ -85,7 +85,7 @@ pub struct SeedStepRequest {
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
     /// Indices of earlier steps this one waits for.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::number::opt_vec_u32")]
     pub depends_on: Option<Vec<u32>>,
 }
 

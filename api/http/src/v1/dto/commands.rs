@@ -49,7 +49,7 @@ pub struct SubmitJobRequest {
     #[schema(value_type = Object)]
     pub parameters: Map<String, Value>,
     /// 0..=100, default 50.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::number::opt_i64")]
     pub priority: Option<i64>,
     /// Requirements (default `{capabilities: [type]}`).
     #[serde(default)]
@@ -61,11 +61,11 @@ pub struct SubmitJobRequest {
     #[serde(default)]
     pub depends_on: Vec<Uuid>,
     /// 0..=100, default 3.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::number::opt_i64")]
     pub max_retries: Option<i64>,
     /// Not claimable for this many ms (0..=31536000000, a year); not with `run_at`.
-    #[serde(default)]
     #[schema(minimum = 0, maximum = 31536000000_i64)]
+    #[serde(default, deserialize_with = "crate::number::opt_i64")]
     pub delay_ms: Option<i64>,
     /// Not claimable before this time (RFC 3339, at most a year ahead); not with
     /// `delay_ms`. A past time means at once.
@@ -144,8 +144,8 @@ pub struct AssignRequest {
     /// Machine the worker runs on.
     pub machine_id: String,
     /// Lease length, 1..=86400 (default `JOBSOURCE_JOB_LEASE_SECS`).
-    #[serde(default)]
     #[schema(minimum = 1, maximum = 86400)]
+    #[serde(default, deserialize_with = "crate::number::opt_i64")]
     pub lease_seconds: Option<i64>,
 }
 
@@ -170,6 +170,7 @@ impl AssignRequest {
 #[serde(deny_unknown_fields)]
 pub struct ProgressRequest {
     /// 0..=100; never decreases within an attempt.
+    #[serde(deserialize_with = "crate::number::i64")]
     pub progress: i64,
     /// The reporting worker: when given, it must hold the job (else 409). A report
     /// renews the lease.
@@ -209,7 +210,7 @@ pub struct CompleteRequest {
     #[schema(value_type = Object)]
     pub result: Value,
     /// Run time.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::number::opt_u64")]
     pub duration_ms: Option<u64>,
     /// The reporting worker: when given, it must hold the job (else 409).
     #[serde(default)]
@@ -306,13 +307,13 @@ pub struct ClaimRequest {
     #[schema(minimum = 0, maximum = 10000)]
     pub gpu_memory: Option<f64>,
     /// Lease length, 1..=86400 (default `JOBSOURCE_JOB_LEASE_SECS`).
-    #[serde(default)]
     #[schema(minimum = 1, maximum = 86400)]
+    #[serde(default, deserialize_with = "crate::number::opt_i64")]
     pub lease_seconds: Option<i64>,
     /// Long-poll up to this long (0..=30000 ms) when nothing is ready, instead of an
     /// immediate 204.
-    #[serde(default)]
     #[schema(minimum = 0, maximum = 30000)]
+    #[serde(default, deserialize_with = "crate::number::opt_i64")]
     pub wait_ms: Option<i64>,
 }
 

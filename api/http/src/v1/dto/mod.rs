@@ -40,7 +40,7 @@ pub struct StepRequest {
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
     /// Indices of earlier steps this one waits for.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::number::vec_u32")]
     pub depends_on: Vec<u32>,
 }
 

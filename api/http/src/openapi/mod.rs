@@ -1,5 +1,8 @@
 //! The OpenAPI document served at `/openapi.json` (bring your own viewer).
 
+pub mod precision;
+
+use axum::extract::State;
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -12,6 +15,7 @@ use super::schema::{
 };
 use super::seed;
 use super::v1::{admin, dto, events, jobs, machine_dto, machines, webhooks, workers, workflows};
+use super::AppState;
 
 struct Security;
 
@@ -92,7 +96,31 @@ impl Modify for Security {
 )]
 pub struct ApiDoc;
 
-/// `GET /openapi.json`.
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// `GET /openapi.json`: the document, made as precise as this server's handlers and
+/// settings (see [`precision`]).
+pub async fn document(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let (consumers, rebuildable) = match state.consumers() {
+        Some(c) => (
+            c.names(),
+            c.owned().into_iter().map(|(name, _)| name).collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let rebuildable = if rebuildable.is_empty() {
+        // Embedded mode: the in-memory model (rebuilt by the read side itself).
+        vec![jobsource_app::read::memory::NAME.to_owned()]
+    } else {
+        rebuildable
+    };
+    precision::apply(
+        &mut doc,
+        &precision::Context {
+            keys: !state.config().api_keys.is_empty(),
+            consumers,
+            rebuildable,
+            partitions: state.service().store().partitions(),
+        },
+    );
+    Json(doc)
 }
