@@ -46,14 +46,21 @@ pub fn machine_id_message(id: &str) -> String {
 /// reserved characters and `%`, without `[` `]` (IPv6 literal hosts are not accepted).
 pub const URL_CHARS: &str = "A-Za-z0-9._~:/?#@!$&'()*+,;=%-";
 
-/// True when `url` is `http://` or `https://` followed by [`URL_CHARS`] only.
+/// True when `url` is `http://` or `https://` followed by [`URL_CHARS`] only, with a
+/// host and no credentials (`user:password@`) in it.
 pub fn is_http_url(url: &str) -> bool {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
-    matches!(rest, Some(r) if !r.is_empty() && r.bytes().all(|b| {
-        b.is_ascii_alphanumeric() || b"._~:/?#@!$&'()*+,;=%-".contains(&b)
-    }))
+    let Some(rest) = rest else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    !authority.is_empty()
+        && !authority.contains('@')
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~:/?#@!$&'()*+,;=%-".contains(&b))
 }
 
 /// Most capabilities a job may require.
@@ -122,5 +129,8 @@ mod tests {
         assert!(!is_http_url("ftp://x"));
         assert!(!is_http_url("https://"));
         assert!(!is_http_url("https://a b"));
+        assert!(!is_http_url("https://user:secret@example.com/hook"));
+        assert!(!is_http_url("http:///path"));
+        assert!(is_http_url("https://example.com/a@b"));
     }
 }

@@ -94,25 +94,38 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     (code, Json(doc))
 }
 
-/// Readiness: backends reachable and not shutting down.
+/// Readiness: backends reachable and not shutting down. The body carries jobsource's
+/// `ready` and the seed's `{status: "ready"|"not_ready", timestamp}`.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.is_shutting_down() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": "shutting down"})),
+            Json(
+                json!({"ready": false, "status": "not_ready", "reason": "shutting down",
+                "timestamp": now()}),
+            ),
         );
     }
     let (ok, _) = check(&state).await;
     if ok {
-        (StatusCode::OK, Json(json!({"ready": true})))
+        (
+            StatusCode::OK,
+            Json(json!({"ready": true, "status": "ready", "timestamp": now()})),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": "a backend is unavailable (see /health)"})),
+            Json(json!({"ready": false, "status": "not_ready",
+                "reason": "a backend is unavailable (see /health)", "timestamp": now()})),
         )
     }
+}
+
+/// The seed's timestamp: RFC 3339 with milliseconds.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// `GET /metrics` (Prometheus text format).

@@ -70,6 +70,11 @@ pub struct ServeArgs {
         default_value_t = jobsource_app::seed_bus::DEFAULT_MAXLEN,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub seed_bus_maxlen: u64,
+    /// Refuse webhook targets on loopback, private and link-local addresses (at submit:
+    /// 422; at send: such addresses are never connected to).
+    #[arg(long, env = "JOBSOURCE_WEBHOOK_DENY_PRIVATE", default_value_t = false,
+        action = clap::ArgAction::Set)]
+    pub webhook_deny_private: bool,
     /// This instance's id among those sharing one store (default: host name and pid).
     #[arg(long, env = "JOBSOURCE_INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -105,6 +110,7 @@ impl ServeArgs {
                 secret: non_empty(self.webhook_secret),
                 max_attempts: self.webhook_max_attempts,
                 timeout: std::time::Duration::from_millis(self.webhook_timeout_ms),
+                deny_private: self.webhook_deny_private,
                 ..jobsource_app::webhooks::WebhookConfig::default()
             },
             machine_timeout: std::time::Duration::from_secs(self.machine_timeout_secs),

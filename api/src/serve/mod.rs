@@ -100,7 +100,9 @@ impl Server {
                 }
                 let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new(store_config));
                 let service = Arc::new(
-                    Service::new(store.clone(), catalog).with_queue_config(config.queue.clone()),
+                    Service::new(store.clone(), catalog)
+                        .with_queue_config(config.queue.clone())
+                        .with_deny_private_webhooks(config.webhooks.deny_private),
                 );
                 let model = MemoryReadModel::new(store.clone());
                 let deliveries: Arc<dyn jobsource_app::webhooks::DeliveryStore> =
@@ -150,7 +152,9 @@ impl Server {
                     store.partitions(),
                 ));
                 let service = Arc::new(
-                    Service::new(store.clone(), catalog).with_queue_config(config.queue.clone()),
+                    Service::new(store.clone(), catalog)
+                        .with_queue_config(config.queue.clone())
+                        .with_deny_private_webhooks(config.webhooks.deny_private),
                 );
                 let leasing = Leasing {
                     store: Arc::new(RedisLeaseStore::new(conn.clone(), &config.prefix)),

@@ -91,6 +91,8 @@ pub struct Service {
     locks: StreamLocks,
     catalog: Option<Arc<Catalog>>,
     queue: QueueConfig,
+    /// `JOBSOURCE_WEBHOOK_DENY_PRIVATE`: refuse webhook targets on non-public addresses.
+    deny_private_webhooks: bool,
     /// Woken when this process makes a job claimable (waiting claims retry at once).
     ready: tokio::sync::Notify,
     /// Where the next claim starts looking (round robin over partitions).
@@ -107,6 +109,7 @@ impl Service {
             locks: StreamLocks::default(),
             catalog,
             queue: QueueConfig::default(),
+            deny_private_webhooks: false,
             ready: tokio::sync::Notify::new(),
             next_partition: std::sync::atomic::AtomicU32::new(0),
             states: cache::StateCache::default(),
@@ -117,6 +120,27 @@ impl Service {
     pub fn with_queue_config(mut self, config: QueueConfig) -> Self {
         self.queue = config;
         self
+    }
+
+    /// Refuses webhook targets on loopback, private and link-local addresses at submission
+    /// (see [`crate::webhooks::targets`]).
+    pub fn with_deny_private_webhooks(mut self, deny: bool) -> Self {
+        self.deny_private_webhooks = deny;
+        self
+    }
+
+    /// 422 naming `webhook_url` when the policy refuses `url`.
+    async fn check_webhook(&self, url: Option<&str>) -> Result<(), ServiceError> {
+        let Some(url) = url.filter(|_| self.deny_private_webhooks) else {
+            return Ok(());
+        };
+        match crate::webhooks::targets::refused(url).await {
+            Some(why) => Err(ServiceError::validation(
+                "webhook_url",
+                format!("{why} (JOBSOURCE_WEBHOOK_DENY_PRIVATE)"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The job queue settings.
@@ -140,6 +164,7 @@ impl Service {
         mut submit: SubmitJob,
         ctx: &CommandContext,
     ) -> Result<Outcome<Job>, ServiceError> {
+        self.check_webhook(submit.webhook_url.as_deref()).await?;
         if submit.job_id.is_nil() {
             submit.job_id = self.allocate("job", ctx).await?;
         }
@@ -183,6 +208,7 @@ impl Service {
         mut create: CreateWorkflow,
         ctx: &CommandContext,
     ) -> Result<Outcome<Workflow>, ServiceError> {
+        self.check_webhook(create.webhook_url.as_deref()).await?;
         if create.workflow_id.is_nil() {
             create.workflow_id = self.allocate("workflow", ctx).await?;
         }

@@ -43,6 +43,7 @@ pub mod plan;
 pub mod postgres;
 pub mod sender;
 pub mod signature;
+pub mod targets;
 
 use std::fmt;
 use std::str::FromStr;
@@ -99,6 +100,8 @@ pub struct WebhookConfig {
     pub poll_interval: Duration,
     /// Events per batch of the embedded enqueuer.
     pub batch: usize,
+    /// `JOBSOURCE_WEBHOOK_DENY_PRIVATE`: never send to non-public addresses.
+    pub deny_private: bool,
 }
 
 impl Default for WebhookConfig {
@@ -112,6 +115,7 @@ impl Default for WebhookConfig {
             concurrency: 16,
             poll_interval: Duration::from_millis(250),
             batch: 256,
+            deny_private: false,
         }
     }
 }

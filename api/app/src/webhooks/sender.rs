@@ -44,11 +44,16 @@ impl Sender {
     /// A sender over `store`. Fails only when the HTTP client cannot be built (TLS
     /// backend initialisation).
     pub fn new(store: Arc<dyn DeliveryStore>, config: WebhookConfig) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("jobsource-webhooks/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.timeout)
-            .timeout(config.timeout)
+            .timeout(config.timeout);
+        if config.deny_private {
+            // Names resolve to public addresses only, at the moment of sending.
+            builder = builder.dns_resolver(Arc::new(super::targets::PublicOnly));
+        }
+        let client = builder
             .build()
             .map_err(|e| format!("cannot build the webhook HTTP client: {e}"))?;
         Ok(Sender {
@@ -188,6 +193,19 @@ impl Sender {
             status_code,
             error: Some(truncate(error, MAX_ERROR)),
         };
+        if self.config.deny_private {
+            // IP literals bypass the resolver: checked here.
+            let literal = super::targets::host_port(&claimed.url)
+                .and_then(|(host, _)| host.parse::<std::net::IpAddr>().ok());
+            if let Some(ip) = literal.filter(|ip| super::targets::is_private(*ip)) {
+                return failed(
+                    None,
+                    format!(
+                        "refused: {ip} is not a public address (JOBSOURCE_WEBHOOK_DENY_PRIVATE)"
+                    ),
+                );
+            }
+        }
         let body = match serde_json::to_vec(&claimed.payload) {
             Ok(b) => b,
             Err(e) => return failed(None, format!("cannot serialize the payload: {e}")),

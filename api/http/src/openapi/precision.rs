@@ -32,8 +32,10 @@ fn position(partitions: u32) -> String {
         alternatives.join("|")
     )
 }
-/// An http(s) URL: see `jobsource_domain::validate::URL_CHARS`.
-const HTTP_URL: &str = "^https?://[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]+$";
+/// An http(s) URL with a host and no credentials: see
+/// `jobsource_domain::validate::URL_CHARS`.
+const HTTP_URL: &str =
+    "^https?://[A-Za-z0-9._~:!$&'()*+,;=%-]+(?:[/?#][A-Za-z0-9._~:/?#@!$&'()*+,;=%-]*)?$";
 /// An offset other than a time: `start`, `end` or a list of positions `p@ms-seq,...`
 /// naming existing partitions.
 fn offset_words(partitions: u32) -> String {
