@@ -11,6 +11,7 @@ pub mod consumers;
 pub mod live;
 pub mod metrics;
 pub mod orchestrator;
+mod outage;
 pub mod read;
 pub mod seed_bus;
 pub mod service;

@@ -58,11 +58,7 @@ impl From<StoreError> for QueryError {
 
 impl From<redis::RedisError> for QueryError {
     fn from(e: redis::RedisError) -> Self {
-        if e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-            || e.is_timeout()
-        {
+        if crate::outage::redis(&e) {
             QueryError::Unavailable {
                 backend: "redis",
                 message: e.to_string(),
@@ -75,16 +71,13 @@ impl From<redis::RedisError> for QueryError {
 
 impl From<sqlx::Error> for QueryError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => QueryError::Unavailable {
+        if crate::outage::postgres(&e) {
+            QueryError::Unavailable {
                 backend: "postgres",
                 message: e.to_string(),
-            },
-            other => QueryError::Internal(format!("postgres: {other}")),
+            }
+        } else {
+            QueryError::Internal(format!("postgres: {e}"))
         }
     }
 }

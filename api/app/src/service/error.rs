@@ -92,11 +92,7 @@ impl From<StoreError> for ServiceError {
 
 impl From<redis::RedisError> for ServiceError {
     fn from(e: redis::RedisError) -> Self {
-        if e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-            || e.is_timeout()
-        {
+        if crate::outage::redis(&e) {
             ServiceError::Unavailable {
                 backend: "redis",
                 message: e.to_string(),
@@ -109,16 +105,13 @@ impl From<redis::RedisError> for ServiceError {
 
 impl From<sqlx::Error> for ServiceError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => ServiceError::Unavailable {
+        if crate::outage::postgres(&e) {
+            ServiceError::Unavailable {
                 backend: "postgres",
                 message: e.to_string(),
-            },
-            other => ServiceError::Internal(format!("postgres: {other}")),
+            }
+        } else {
+            ServiceError::Internal(format!("postgres: {e}"))
         }
     }
 }

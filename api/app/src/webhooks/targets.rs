@@ -128,6 +128,13 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_senders_resolver_never_yields_a_private_address() {
+        use reqwest::dns::Resolve;
+        let localhost: reqwest::dns::Name = "localhost".parse().unwrap();
+        assert!(PublicOnly.resolve(localhost).await.is_err());
+    }
+
+    #[tokio::test]
     async fn literal_and_loopback_targets_are_refused() {
         assert!(refused("http://127.0.0.1:9/x").await.is_some());
         assert!(refused("https://localhost/x").await.is_some());
