@@ -152,6 +152,9 @@ pub struct StoreConfig {
     pub partitions: u32,
     /// How long idempotency keys are remembered.
     pub idempotency_retention: Duration,
+    /// Group commit (Redis): at most this many append commands of one partition go out
+    /// together in one script call (`JOBSOURCE_GROUP_COMMIT_MAX`); 1 sends each alone.
+    pub group_commit_max: usize,
 }
 
 impl Default for StoreConfig {
@@ -160,6 +163,7 @@ impl Default for StoreConfig {
             prefix: "jobsource".into(),
             partitions: 16,
             idempotency_retention: Duration::from_secs(24 * 3600),
+            group_commit_max: 64,
         }
     }
 }

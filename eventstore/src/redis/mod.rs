@@ -29,6 +29,7 @@ use crate::position::{Cursor, LogId, Position};
 use crate::store::{EventStore, EventStream};
 
 mod entries;
+mod group;
 mod store;
 use entries::*;
 
@@ -62,6 +63,7 @@ pub struct RedisStore {
     read_script: Script,
     claim_script: Script,
     lease_script: Script,
+    groups: std::sync::Arc<group::Groups>,
 }
 
 /// Removes credentials from a Redis URL so it can appear in errors and logs.
@@ -94,6 +96,10 @@ impl RedisStore {
                 url: shown.clone(),
                 message: e.to_string(),
             })?;
+        let groups = std::sync::Arc::new(group::Groups::new(
+            config.partitions,
+            config.group_commit_max,
+        ));
         let store = RedisStore {
             client,
             conn,
@@ -104,6 +110,7 @@ impl RedisStore {
             read_script: Script::new(READ_STREAM_LUA),
             claim_script: Script::new(queue::CLAIM_LUA),
             lease_script: Script::new(queue::LEASE_LUA),
+            groups,
         };
         store.check_partitions().await?;
         store.check_aof().await;

@@ -27,14 +27,8 @@ pub(crate) fn index_keys(store: &RedisStore, p: u32) -> [String; 5] {
     ]
 }
 
-/// Appends the queue ops to an append script invocation (six arguments each).
-pub(crate) fn push_ops(
-    inv: &mut redis::ScriptInvocation<'_>,
-    tag: &str,
-    now_ms: u64,
-    ops: &[QueueOp],
-) {
-    inv.arg(tag).arg(now_ms).arg(ops.len());
+/// The arguments of the queue ops of one append command (six per op, see `append.lua`).
+pub(crate) fn op_args(now_ms: u64, ops: &[QueueOp], out: &mut Vec<String>) {
     for op in ops {
         let args: [String; 6] = match op {
             QueueOp::Ready {
@@ -104,9 +98,7 @@ pub(crate) fn push_ops(
                 "".into(),
             ],
         };
-        for a in args {
-            inv.arg(a);
-        }
+        out.extend(args);
     }
 }
 

@@ -3,6 +3,14 @@
 
 use super::*;
 
+impl RedisStore {
+    /// Group commit so far: (append script calls sent, append commands they carried).
+    /// Their ratio is the mean batch size.
+    pub fn group_commit_stats(&self) -> (u64, u64) {
+        self.groups.stats()
+    }
+}
+
 #[async_trait]
 impl EventStore for RedisStore {
     fn partitions(&self) -> u32 {
@@ -16,106 +24,8 @@ impl EventStore for RedisStore {
             ));
         }
         let p = partition_of(&request.stream, self.config.partitions);
-        let mut inv = self.append_script.prepare_invoke();
-        inv.key(self.keys.versions(p, &request.stream))
-            .key(self.keys.history(p, &request.stream))
-            .key(self.keys.log(p));
-        // KEYS[4] is only touched when a fingerprint is passed; without a key it is a
-        // name in the same slot that is never read or written.
-        match &request.idempotency {
-            Some(idem) => inv.key(self.keys.idempotency(p, &request.stream, &idem.key)),
-            None => inv.key(self.keys.idempotency(p, &request.stream, "-")),
-        };
-        for k in queue::index_keys(self, p) {
-            inv.key(k);
-        }
-        let (kind, n) = match request.expected {
-            ExpectedVersion::Any => ("any", 0),
-            ExpectedVersion::NoStream => ("none", 0),
-            ExpectedVersion::Exact(n) => ("exact", n),
-        };
-        inv.arg(&request.stream)
-            .arg(kind)
-            .arg(n)
-            .arg(
-                request
-                    .idempotency
-                    .as_ref()
-                    .map_or("", |i| i.fingerprint.as_str()),
-            )
-            .arg(
-                // PX 0 is an error, and an error after the writes would report a failure
-                // for an append that happened: clamp to at least 1 ms.
-                (self.config.idempotency_retention.as_millis() as u64).max(1),
-            )
-            .arg(request.events.len());
-        match request.expected {
-            // The version of every event is known unless the caller said Any (a mismatch
-            // is refused by the script before anything is written), so the envelope is
-            // sent whole and the script does no string building.
-            ExpectedVersion::NoStream | ExpectedVersion::Exact(_) => {
-                inv.arg("j");
-                for (i, e) in request.events.iter().enumerate() {
-                    let split = codec::encode_split(&request.stream, e);
-                    inv.arg(split.join(n + 1 + i as u64));
-                }
-            }
-            ExpectedVersion::Any => {
-                inv.arg("s");
-                for e in &request.events {
-                    let split = codec::encode_split(&request.stream, e);
-                    inv.arg(split.head).arg(split.tail);
-                }
-            }
-        }
-        queue::push_ops(
-            &mut inv,
-            &self.keys.tag(p),
-            crate::queue::now_ms(),
-            &request.queue,
-        );
-        let mut conn = self.conn.clone();
-        let reply: Vec<String> = inv
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.map_err(e))?;
-        let unexpected = || StoreError::Backend(format!("unexpected append reply {reply:?}"));
-        match reply.first().map(String::as_str) {
-            Some("OK") => {
-                let first: u64 = reply
-                    .get(1)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(unexpected)?;
-                let positions = parse_positions(p, reply[2..].iter().map(String::as_str))
-                    .ok_or_else(unexpected)?;
-                Ok(AppendResult {
-                    stream: request.stream,
-                    first_version: first,
-                    last_version: first + positions.len() as u64 - 1,
-                    positions,
-                    replayed: false,
-                })
-            }
-            Some("CONFLICT") => Err(StoreError::Conflict {
-                actual: reply
-                    .get(1)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(unexpected)?,
-                stream: request.stream,
-                expected: request.expected,
-            }),
-            Some("NOT_DUE") => Err(StoreError::LeaseNotDue {
-                stream: request.stream,
-            }),
-            Some("IDEM_MISMATCH") => Err(StoreError::IdempotencyKeyReused {
-                key: request.idempotency.map(|i| i.key).unwrap_or_default(),
-            }),
-            Some("REPLAY") => {
-                let record = reply.get(1).ok_or_else(unexpected)?;
-                parse_record(p, request.stream, record).ok_or_else(unexpected)
-            }
-            _ => Err(unexpected()),
-        }
+        let command = group::prepare(self, p, request);
+        group::submit(self, p, command).await
     }
 
     async fn recall(

@@ -1,0 +1,309 @@
+//! Group commit: appends waiting on the same partition go to Redis together, in one call
+//! of the atomic append script.
+//!
+//! Each partition has a lane: a queue of encoded commands and a flag saying whether a
+//! flusher task is running for it. The first append that finds the lane idle starts the
+//! flusher; later ones just queue. The flusher takes everything queued (up to
+//! [`StoreConfig::group_commit_max`] commands), sends it as one script call, answers each
+//! command from its own part of the reply, and repeats until the queue is empty. So under
+//! load the commands that arrive while one call is in flight go out together in the next:
+//! one round trip and one script run for many appends, while an idle store still answers a
+//! lone append after one call.
+//!
+//! Each command keeps its own expected-version check and its own result: the script
+//! checks and applies the commands one after another, so a conflict, an idempotency replay
+//! or a failed precondition answers only its own command. The call is one script, so it
+//! is atomic: a crash of this process between sending and the answer leaves either all of
+//! the batch's applied commands in the log or none of them, and no command is acknowledged
+//! before its call has answered.
+//!
+//! The flusher runs in its own task rather than in the caller's future, so a caller that
+//! gives up (a dropped future) never leaves a lane marked busy with nobody flushing it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+use super::*;
+
+/// Commands of one call are also capped by their total event count, so one script run
+/// (which blocks Redis while it runs) stays short.
+const MAX_EVENTS_PER_CALL: usize = 2048;
+
+/// One append command, encoded for the script before it is queued (the encoding runs in
+/// the caller's task, in parallel with the others).
+pub(super) struct Prepared {
+    stream: String,
+    expected: ExpectedVersion,
+    idempotency_key: Option<String>,
+    /// Versions hash, history list, idempotency record.
+    keys: [String; 3],
+    /// The command's arguments (see `append.lua`).
+    args: Vec<String>,
+    events: usize,
+}
+
+struct Pending {
+    command: Prepared,
+    answer: oneshot::Sender<Result<AppendResult, StoreError>>,
+}
+
+#[derive(Default)]
+struct Lane {
+    queue: VecDeque<Pending>,
+    busy: bool,
+}
+
+/// The per-partition lanes of one store (shared by its clones).
+pub(super) struct Groups {
+    lanes: Vec<Mutex<Lane>>,
+    max: usize,
+    calls: AtomicU64,
+    commands: AtomicU64,
+}
+
+impl Groups {
+    /// Lanes for `partitions` partitions, at most `max` commands per call (at least 1).
+    pub(super) fn new(partitions: u32, max: usize) -> Groups {
+        Groups {
+            lanes: (0..partitions).map(|_| Mutex::default()).collect(),
+            max: max.max(1),
+            calls: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+        }
+    }
+
+    /// Script calls sent and commands they carried, since connect.
+    pub(super) fn stats(&self) -> (u64, u64) {
+        (
+            self.calls.load(Ordering::Relaxed),
+            self.commands.load(Ordering::Relaxed),
+        )
+    }
+
+    fn lane(&self, p: u32) -> MutexGuard<'_, Lane> {
+        // A poisoned lane only means a thread panicked while holding it; the queue itself
+        // is still consistent (every change is a single push, drain or flag write).
+        self.lanes[p as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Encodes `request` (already checked non-empty) for the append script.
+pub(super) fn prepare(store: &RedisStore, p: u32, request: AppendRequest) -> Prepared {
+    let keys = &store.keys;
+    let idem = request.idempotency.as_ref();
+    let (kind, n) = match request.expected {
+        ExpectedVersion::Any => ("any", 0),
+        ExpectedVersion::NoStream => ("none", 0),
+        ExpectedVersion::Exact(n) => ("exact", n),
+    };
+    let events = request.events.len();
+    let now = crate::queue::now_ms();
+    let mut args = Vec::with_capacity(8 + 2 * events + 6 * request.queue.len());
+    args.push(request.stream.clone());
+    args.push(kind.to_owned());
+    args.push(n.to_string());
+    args.push(idem.map_or(String::new(), |i| i.fingerprint.clone()));
+    args.push(events.to_string());
+    args.push(
+        match request.expected {
+            ExpectedVersion::Any => "s",
+            _ => "j",
+        }
+        .to_owned(),
+    );
+    args.push(now.to_string());
+    args.push(request.queue.len().to_string());
+    match request.expected {
+        // The version of every event is known unless the caller said Any (a mismatch is
+        // refused by the script before anything is written), so the envelope is sent
+        // whole and the script does no string building.
+        ExpectedVersion::NoStream | ExpectedVersion::Exact(_) => {
+            for (i, e) in request.events.iter().enumerate() {
+                args.push(codec::encode_split(&request.stream, e).join(n + 1 + i as u64));
+            }
+        }
+        ExpectedVersion::Any => {
+            for e in &request.events {
+                let split = codec::encode_split(&request.stream, e);
+                args.push(split.head);
+                args.push(split.tail);
+            }
+        }
+    }
+    queue::op_args(now, &request.queue, &mut args);
+    Prepared {
+        keys: [
+            keys.versions(p, &request.stream),
+            keys.history(p, &request.stream),
+            // Without a fingerprint the record key is a name in the same slot that is
+            // never read or written.
+            keys.idempotency(p, &request.stream, idem.map_or("-", |i| i.key.as_str())),
+        ],
+        idempotency_key: request.idempotency.map(|i| i.key),
+        stream: request.stream,
+        expected: request.expected,
+        args,
+        events,
+    }
+}
+
+/// Queues `command` on partition `p`'s lane and waits for its answer.
+pub(super) async fn submit(
+    store: &RedisStore,
+    p: u32,
+    command: Prepared,
+) -> Result<AppendResult, StoreError> {
+    let (answer, rx) = oneshot::channel();
+    let start = {
+        let mut lane = store.groups.lane(p);
+        lane.queue.push_back(Pending { command, answer });
+        !std::mem::replace(&mut lane.busy, true)
+    };
+    if start {
+        tokio::spawn(flush(store.clone(), p));
+    }
+    rx.await.unwrap_or_else(|_| {
+        Err(StoreError::Backend(
+            "the append's group commit ended without an answer (runtime shutting down?)".into(),
+        ))
+    })
+}
+
+/// Sends partition `p`'s queued commands, one call per batch, until the queue is empty.
+async fn flush(store: RedisStore, p: u32) {
+    loop {
+        let batch: Vec<Pending> = {
+            let mut lane = store.groups.lane(p);
+            if lane.queue.is_empty() {
+                lane.busy = false;
+                return;
+            }
+            let mut take = 0;
+            let mut events = 0;
+            for pending in lane.queue.iter().take(store.groups.max) {
+                if take > 0 && events + pending.command.events > MAX_EVENTS_PER_CALL {
+                    break;
+                }
+                events += pending.command.events;
+                take += 1;
+            }
+            lane.queue.drain(..take).collect()
+        };
+        run(&store, p, batch).await;
+    }
+}
+
+/// One script call for `batch`; every command gets its answer.
+async fn run(store: &RedisStore, p: u32, batch: Vec<Pending>) {
+    let mut inv = store.append_script.prepare_invoke();
+    inv.key(store.keys.log(p));
+    for k in queue::index_keys(store, p) {
+        inv.key(k);
+    }
+    // PX 0 is an error, and an error after the writes would report a failure for an
+    // append that happened: clamp to at least 1 ms.
+    inv.arg((store.config.idempotency_retention.as_millis() as u64).max(1))
+        .arg(store.keys.tag(p))
+        .arg(batch.len());
+    for pending in &batch {
+        for k in &pending.command.keys {
+            inv.key(k);
+        }
+        for a in &pending.command.args {
+            inv.arg(a);
+        }
+    }
+    store.groups.calls.fetch_add(1, Ordering::Relaxed);
+    store
+        .groups
+        .commands
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let mut conn = store.conn.clone();
+    let reply: Result<Vec<Vec<String>>, _> = inv.invoke_async(&mut conn).await;
+    match reply {
+        Ok(replies) if replies.len() == batch.len() => {
+            for (pending, reply) in batch.into_iter().zip(replies) {
+                let result = answer(p, pending.command, &reply);
+                // A caller that stopped waiting just does not hear its answer.
+                let _ = pending.answer.send(result);
+            }
+        }
+        Ok(replies) => {
+            let message = format!(
+                "the append script answered {} commands out of {}",
+                replies.len(),
+                batch.len()
+            );
+            for pending in batch {
+                let _ = pending
+                    .answer
+                    .send(Err(StoreError::Backend(message.clone())));
+            }
+        }
+        Err(e) => {
+            let error = store.map_err(e);
+            for pending in batch {
+                let _ = pending.answer.send(Err(same_error(&error)));
+            }
+        }
+    }
+}
+
+/// A copy of a call's error for each of its commands (`StoreError` is not `Clone`; a
+/// failed call only ever maps to these two kinds).
+fn same_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable { url, message } => StoreError::Unavailable {
+            url: url.clone(),
+            message: message.clone(),
+        },
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+/// Reads one command's part of the script's reply.
+fn answer(p: u32, command: Prepared, reply: &[String]) -> Result<AppendResult, StoreError> {
+    let unexpected = || StoreError::Backend(format!("unexpected append reply {reply:?}"));
+    match reply.first().map(String::as_str) {
+        Some("OK") => {
+            let first: u64 = reply
+                .get(1)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(unexpected)?;
+            let positions = parse_positions(p, reply.iter().skip(2).map(String::as_str))
+                .filter(|ps| !ps.is_empty())
+                .ok_or_else(unexpected)?;
+            Ok(AppendResult {
+                stream: command.stream,
+                first_version: first,
+                last_version: first + positions.len() as u64 - 1,
+                positions,
+                replayed: false,
+            })
+        }
+        Some("CONFLICT") => Err(StoreError::Conflict {
+            actual: reply
+                .get(1)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(unexpected)?,
+            stream: command.stream,
+            expected: command.expected,
+        }),
+        Some("NOT_DUE") => Err(StoreError::LeaseNotDue {
+            stream: command.stream,
+        }),
+        Some("IDEM_MISMATCH") => Err(StoreError::IdempotencyKeyReused {
+            key: command.idempotency_key.unwrap_or_default(),
+        }),
+        Some("REPLAY") => {
+            let record = reply.get(1).ok_or_else(unexpected)?;
+            parse_record(p, command.stream, record).ok_or_else(unexpected)
+        }
+        _ => Err(unexpected()),
+    }
+}
