@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod migrate;
 pub mod postgres;
+pub mod readahead;
 pub mod rebuild;
 pub mod rebuilder;
 pub mod redis;

@@ -13,15 +13,22 @@
 //! Verify replays the log into a scratch schema up to the live checkpoints and diffs every
 //! table row by row against the live one.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use jobsource_eventstore::{Cursor, EventStore, RecordedEvent};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::checkpoint;
 use crate::error::ProjectionError;
+use crate::readahead;
 use crate::runtime::{run_batch_until, PgProjection};
+
+/// Partitions a rebuild drains at once (each needs one pooled connection while it writes):
+/// while one partition's batch is in PostgreSQL, the others read or prepare theirs.
+pub const PARALLEL_PARTITIONS: usize = 4;
 
 /// The live tables of a PostgreSQL projection.
 pub fn tables_of(projection: &str) -> &'static [&'static str] {
@@ -132,29 +139,36 @@ pub async fn rebuild(
         .execute(pool)
         .await?;
     let total = log_len(store).await?;
-    let mut done = 0u64;
+    let done = AtomicU64::new(0);
+    let report = |k: u64| {
+        let now = done.fetch_add(k, Ordering::Relaxed) + k;
+        progress(now, total.max(now));
+    };
     // Catch up to the head; appends may continue meanwhile, the loop follows them.
     loop {
         let head = store.head().await?;
-        let mut n = 0;
-        for p in 0..store.partitions() {
-            loop {
-                let k =
-                    run_batch_until(store, pool, &shadow, p, batch, Some(head.after(p))).await?;
-                n += k as u64;
-                done += k as u64;
-                progress(done, total.max(done));
-                if k < batch {
-                    break;
-                }
-            }
-        }
+        let shadow = &shadow;
+        let report = &report;
+        let per_partition: Vec<Result<u64, ProjectionError>> =
+            futures::stream::iter(0..store.partitions())
+                .map(|p| {
+                    let until = head.after(p);
+                    async move {
+                        readahead::drain_until(store, pool, shadow, p, batch, until, report).await
+                    }
+                })
+                .buffer_unordered(PARALLEL_PARTITIONS)
+                .collect()
+                .await;
+        let n = per_partition
+            .into_iter()
+            .sum::<Result<u64, ProjectionError>>()?;
         if n == 0 {
             break;
         }
     }
     swap(pool, &live, &schema, tables).await?;
-    Ok(done)
+    Ok(done.load(Ordering::Relaxed))
 }
 
 async fn drop_shadow(pool: &PgPool, schema: &str, name: &str) -> Result<(), ProjectionError> {

@@ -1,10 +1,13 @@
 //! `jobsource bench rebuild`: rebuild a projection over a store filled by `bench append
-//! --keep`, and the PostgreSQL COPY ceiling for the same number of rows in the same run.
+//! --keep`, beside the rate of just reading the log through the store and the PostgreSQL
+//! COPY ceiling for the same number of rows, both measured in the same run.
 
 use std::time::Instant;
 
 use clap::Args;
-use jobsource_eventstore::EventStore;
+use futures::StreamExt;
+use jobsource_eventstore::{EventStore, LogId, RedisStore};
+use jobsource_projections::rebuild::PARALLEL_PARTITIONS;
 use jobsource_projections::{migrate, rebuild, PostgresReadModel};
 use serde_json::{json, Map};
 use sqlx::postgres::PgPoolOptions;
@@ -57,6 +60,12 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
     );
     let mut out = Map::new();
     let mut rows = vec![("events in the log", events.to_string())];
+    // The read ceiling, in the same run: the whole log read (and decoded) through the
+    // store, one partition after another and as many partitions at once as the rebuilds
+    // drain; the rebuild is compared with the faster of the two.
+    let sequential = read_ceiling(&store, args.batch, 1).await?;
+    let parallel = read_ceiling(&store, args.batch, PARALLEL_PARTITIONS).await?;
+    let read_rate = sequential.max(parallel);
     let (seconds, copy_rate) = match args.projection.as_str() {
         "redis" => {
             let rm = format!(
@@ -94,7 +103,7 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
                 .execute(&admin_pool)
                 .await?;
             let pool = PgPoolOptions::new()
-                .max_connections(2)
+                .max_connections(PARALLEL_PARTITIONS as u32 + 1)
                 .connect(&with_database(&admin, &name))
                 .await?;
             migrate::migrate(&pool).await?;
@@ -118,12 +127,48 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
     rows.push(("projection", args.projection.clone()));
     rows.push(("seconds", format!("{seconds:.3}")));
     rows.push(("events/s", format!("{eps:.0}")));
+    out.insert(
+        "read_ceiling".into(),
+        json!({"sequential_events_per_sec": round(sequential, 0),
+               "parallel_events_per_sec": round(parallel, 0),
+               "parallel_partitions": PARALLEL_PARTITIONS}),
+    );
+    out.insert("ratio_to_read".into(), json!(round(eps / read_rate, 3)));
+    rows.push((
+        "read ceiling ev/s (same run)",
+        format!("{sequential:.0} sequential, {parallel:.0} with {PARALLEL_PARTITIONS} partitions at once"),
+    ));
+    rows.push(("ratio to read ceiling", format!("{:.3}", eps / read_rate)));
     if let Some(c) = copy_rate {
         out.insert("copy_rows_per_sec".into(), json!(round(c, 0)));
         rows.push(("COPY ceiling rows/s (same run)", format!("{c:.0}")));
     }
     report::print("jobsource bench rebuild", &rows, &out);
     Ok(())
+}
+
+/// Events per second of reading the whole log through the store, `batch` events per
+/// read, `parallel` partitions at once.
+async fn read_ceiling(store: &RedisStore, batch: usize, parallel: usize) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let counts: Vec<anyhow::Result<u64>> = futures::stream::iter(0..store.partitions())
+        .map(|p| async move {
+            let mut after = LogId::ZERO;
+            let mut n = 0u64;
+            loop {
+                let events = store.read_partition(p, after, batch).await?;
+                n += events.len() as u64;
+                match events.last() {
+                    Some(last) if events.len() == batch => after = last.position.id,
+                    _ => return Ok(n),
+                }
+            }
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    let total = counts.into_iter().sum::<anyhow::Result<u64>>()?;
+    Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
 /// COPY of `n` job-shaped rows into a scratch table: the PostgreSQL ceiling.

@@ -94,9 +94,9 @@ pub async fn is_rebuilding(conn: &ConnectionManager, rm: &str) -> Result<bool, P
         .map_err(redis_err)
 }
 
-/// Partitions applied at once: the client decodes and prepares one partition's batch
-/// while Redis runs another's script.
-const PARALLEL_PARTITIONS: usize = 4;
+// Partitions applied at once (the same count as the PostgreSQL rebuild): the client decodes
+// and prepares one partition's batch while Redis runs another's script.
+use crate::rebuild::PARALLEL_PARTITIONS;
 
 async fn catch_up_to(
     model: &RedisReadModel,

@@ -72,6 +72,10 @@ pub struct AppendArgs {
     /// reloading only on conflict (the usual aggregate-cache pattern).
     #[arg(long, value_enum, default_value_t = Load::Store)]
     pub load: Load,
+    /// Group commit: most append commands of one partition per script call (1: each
+    /// command alone, as before group commit).
+    #[arg(long, env = "JOBSOURCE_GROUP_COMMIT_MAX", default_value_t = 64)]
+    pub group_commit_max: usize,
 }
 
 /// Where the writer's current version comes from (see `--load`).
@@ -111,6 +115,7 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
     let config = StoreConfig {
         prefix: prefix.clone(),
         partitions: args.partitions,
+        group_commit_max: args.group_commit_max,
         ..StoreConfig::default()
     };
     let (store, redis): (Arc<dyn EventStore>, Option<RedisStore>) = if args.memory {
@@ -160,7 +165,11 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
     let mut ceiling_eps = Value::Null;
     let mut ratio = Value::Null;
     let mut ceiling_env = Value::Null;
+    let mut group = Value::Null;
     if let Some(r) = &redis {
+        let (calls, commands) = r.group_commit_stats();
+        group = json!({"max": args.group_commit_max, "calls": calls, "commands": commands,
+                       "mean_batch": round(commands as f64 / calls.max(1) as f64, 2)});
         let bytes = r.memory_usage().await?;
         bytes_per_event = json!(round(bytes as f64 / totals.events as f64, 1));
         if !args.no_ceiling {
@@ -200,6 +209,7 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
     out.insert("ceiling_events_per_sec".into(), ceiling_eps.clone());
     out.insert("ratio_to_ceiling".into(), ratio.clone());
     out.insert("ceiling_at_envelope_size".into(), ceiling_env.clone());
+    out.insert("group_commit".into(), group.clone());
     out.insert(
         "load".into(),
         json!(if args.load == Load::Store {
@@ -252,6 +262,7 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
             ("raw script ceiling/s", ceiling_eps.to_string()),
             ("ratio to ceiling", ratio.to_string()),
             ("ceiling, envelope-sized", ceiling_env.to_string()),
+            ("group commit", group.to_string()),
             ("versions", "contiguous 1..E on every job (verified)".into()),
         ],
         &out,
