@@ -18,8 +18,8 @@ use clap::Args;
 use jobsource_domain::job::{Job, JobCommand};
 use jobsource_eventstore::typed::{job_event_from, to_new_event};
 use jobsource_eventstore::{
-    AppendRequest, EventStore, ExpectedVersion, MemoryStore, RedisStore, StoreConfig, StoreError,
-    StreamLocks,
+    AppendRequest, AppendResult, EventStore, ExpectedVersion, MemoryStore, NewEvent, RedisStore,
+    StoreConfig, StoreError, StreamLocks,
 };
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -27,6 +27,7 @@ use uuid::Uuid;
 use super::ceiling;
 use super::report::{self, round, Latencies};
 
+mod chain;
 mod write;
 use write::*;
 
@@ -70,12 +71,17 @@ pub struct AppendArgs {
     /// version from the store on every write (and folds events it has not seen); `cache`
     /// trusts the writer's folded state and lets the `Exact` append detect staleness,
     /// reloading only on conflict (the usual aggregate-cache pattern).
-    #[arg(long, value_enum, default_value_t = Load::Store)]
+    /// `cache` is the default: the `Exact` check makes the cached version safe (issue 13).
+    #[arg(long, value_enum, default_value_t = Load::Cache)]
     pub load: Load,
     /// Group commit: most append commands of one partition per script call (1: each
     /// command alone, as before group commit).
     #[arg(long, env = "JOBSOURCE_GROUP_COMMIT_MAX", default_value_t = 64)]
     pub group_commit_max: usize,
+    /// Same-stream writers chain their decisions on the folded state and append them
+    /// together in one call (per-stream serialized mode only; see `chain.rs`).
+    #[arg(long, conflicts_with = "no_serialize")]
+    pub chain: bool,
 }
 
 /// Where the writer's current version comes from (see `--load`).
@@ -130,20 +136,22 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
             .collect(),
     );
     let shared: Arc<StreamLocks<HashMap<usize, Cached>>> = Arc::new(StreamLocks::default());
+    let slots: Arc<chain::Slots> = Arc::new(StreamLocks::default());
     let pad = Arc::new("p".repeat(args.payload_bytes.saturating_sub(150).max(1)));
 
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..args.concurrency {
-        let (store, jobs, shared, pad, args) = (
+        let (store, jobs, shared, slots, pad, args) = (
             store.clone(),
             jobs.clone(),
             shared.clone(),
+            slots.clone(),
             pad.clone(),
             args.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            writer(w, store, jobs, shared, pad, args).await
+            writer(w, store, jobs, (shared, slots), pad, args).await
         }));
     }
     let mut totals = Totals {
@@ -210,6 +218,7 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
     out.insert("ratio_to_ceiling".into(), ratio.clone());
     out.insert("ceiling_at_envelope_size".into(), ceiling_env.clone());
     out.insert("group_commit".into(), group.clone());
+    out.insert("chain".into(), json!(args.chain));
     out.insert(
         "load".into(),
         json!(if args.load == Load::Store {
@@ -243,6 +252,8 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
                     args.payload_bytes,
                     if args.no_serialize {
                         "optimistic racing"
+                    } else if args.chain {
+                        "per-stream chained"
                     } else {
                         "per-stream serialized"
                     },

@@ -7,7 +7,10 @@ pub(super) async fn writer(
     w: u64,
     store: Arc<dyn EventStore>,
     jobs: Arc<Vec<String>>,
-    shared: Arc<StreamLocks<HashMap<usize, Cached>>>,
+    (shared, slots): (
+        Arc<StreamLocks<HashMap<usize, Cached>>>,
+        Arc<super::chain::Slots>,
+    ),
     pad: Arc<String>,
     args: AppendArgs,
 ) -> anyhow::Result<Totals> {
@@ -31,7 +34,10 @@ pub(super) async fn writer(
         let stream = &jobs[j];
         loop {
             let t0 = Instant::now();
-            let written = if args.no_serialize {
+            let written = if args.chain {
+                super::chain::chained_one(&store, &slots, &jobs, j, &args, &pad, &mut totals)
+                    .await?
+            } else if args.no_serialize {
                 let cached = cache.entry(j).or_default();
                 write_one(&*store, stream, cached, &args, &pad, &mut totals).await?
             } else {
