@@ -4,7 +4,8 @@
 //! the envelope's `type` and `data` are exactly the two halves of that form; this module
 //! splits and rejoins them without knowing the individual events.
 
-use serde::de::DeserializeOwned;
+use serde::de::value::BorrowedStrDeserializer;
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -57,17 +58,80 @@ pub fn to_new_event<E: EventPayload>(event: &E) -> NewEvent {
 }
 
 /// Reads the typed event out of an (already upcast) envelope.
+///
+/// The payload is read in place (the envelope's `type` and `data` are presented to the
+/// event's deserializer as the two fields of its tagged form), so no copy of the JSON tree
+/// is made per event.
 pub fn from_envelope<E: EventPayload>(envelope: &Envelope) -> Result<E, DecodeError> {
-    let mut tagged = serde_json::Map::with_capacity(2);
-    tagged.insert("type".into(), Value::from(envelope.event_type.clone()));
-    tagged.insert("data".into(), envelope.data.clone());
-    serde_json::from_value(Value::Object(tagged)).map_err(|e| DecodeError {
+    E::deserialize(Tagged {
+        event_type: &envelope.event_type,
+        data: &envelope.data,
+    })
+    .map_err(|e| DecodeError {
         at: format!("{}@{}", envelope.stream, envelope.version),
         message: format!(
             "{} payload does not match its type: {e}",
             envelope.event_type
         ),
     })
+}
+
+/// `{"type": event_type, "data": data}` as a deserializer, borrowing both.
+struct Tagged<'a> {
+    event_type: &'a str,
+    data: &'a Value,
+}
+
+impl<'de> Deserializer<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_map(TaggedFields {
+            tagged: self,
+            next: 0,
+        })
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
+}
+
+/// The two fields of [`Tagged`], in order.
+struct TaggedFields<'a> {
+    tagged: Tagged<'a>,
+    next: u8,
+}
+
+impl<'de> MapAccess<'de> for TaggedFields<'de> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        let key = match self.next {
+            0 => "type",
+            1 => "data",
+            _ => return Ok(None),
+        };
+        seed.deserialize(BorrowedStrDeserializer::new(key))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.next += 1;
+        if self.next == 1 {
+            seed.deserialize(BorrowedStrDeserializer::new(self.tagged.event_type))
+        } else {
+            seed.deserialize(self.tagged.data)
+        }
+    }
 }
 
 /// [`from_envelope`] for job events.

@@ -26,6 +26,11 @@ pub struct ServeArgs {
     /// Partition count (fixed when the store is first used).
     #[arg(long, env = "JOBSOURCE_PARTITIONS", default_value_t = 16)]
     pub partitions: u32,
+    /// Group commit: most append commands of one partition sent in one Redis script call
+    /// (1: each command alone).
+    #[arg(long, env = "JOBSOURCE_GROUP_COMMIT_MAX", default_value_t = 64,
+        value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub group_commit_max: u64,
     /// Namespace of the Redis read model (default: the prefix; empty: the seed's bare keys).
     #[arg(long, env = "JOBSOURCE_READ_PREFIX")]
     pub read_prefix: Option<String>,
@@ -94,6 +99,7 @@ impl ServeArgs {
             database_url: non_empty(self.database_url),
             prefix: self.prefix,
             partitions: self.partitions,
+            group_commit_max: self.group_commit_max as usize,
             read_prefix: self.read_prefix,
             job_types_file: self.job_types_file.filter(|p| !p.as_os_str().is_empty()),
             http: HttpConfig {

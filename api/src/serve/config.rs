@@ -15,6 +15,9 @@ pub struct ServeConfig {
     pub prefix: String,
     /// Partition count.
     pub partitions: u32,
+    /// Group commit: most append commands of one partition per Redis script call
+    /// (`JOBSOURCE_GROUP_COMMIT_MAX`, default 64; 1 sends each command alone).
+    pub group_commit_max: usize,
     /// Read-model namespace (`None` = the prefix; empty = the seed's bare keys).
     pub read_prefix: Option<String>,
     /// Job-type catalog file.
@@ -68,6 +71,7 @@ impl Default for ServeConfig {
             database_url: None,
             prefix: "jobsource".into(),
             partitions: 16,
+            group_commit_max: 64,
             read_prefix: None,
             job_types_file: None,
             http: HttpConfig::default(),

@@ -80,6 +80,7 @@ impl Server {
         let store_config = StoreConfig {
             prefix: config.prefix.clone(),
             partitions: config.partitions,
+            group_commit_max: config.group_commit_max,
             ..StoreConfig::default()
         };
         let (stop_workers, workers_rx) = watch::channel(false);
