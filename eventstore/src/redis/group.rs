@@ -172,7 +172,12 @@ pub(super) async fn submit(
         start
     };
     if start {
-        tokio::spawn(flush(store.clone(), p));
+        let guard = Flushing {
+            store: store.clone(),
+            p,
+            finished: false,
+        };
+        tokio::spawn(flush(guard));
     }
     rx.await.unwrap_or_else(|_| {
         Err(StoreError::Backend(
@@ -181,8 +186,37 @@ pub(super) async fn submit(
     })
 }
 
-/// Sends partition `p`'s queued commands, one call per batch, until the queue is empty.
-async fn flush(store: RedisStore, p: u32) {
+/// The running flusher of a lane. If its task is dropped before the queue is empty (the
+/// runtime shuts down, possibly before the task ever ran), dropping this frees the lane
+/// and answers what is still queued, so no later append waits on a flusher that is gone.
+struct Flushing {
+    store: RedisStore,
+    p: u32,
+    finished: bool,
+}
+
+impl Drop for Flushing {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let queued: Vec<Pending> = {
+            let mut lane = self.store.groups.lane(self.p);
+            lane.flushers = 0;
+            lane.queue.drain(..).collect()
+        };
+        for pending in queued {
+            let _ = pending.answer.send(Err(StoreError::Backend(
+                "the group commit stopped before sending this append (runtime shutting down?)"
+                    .into(),
+            )));
+        }
+    }
+}
+
+/// Sends the lane's queued commands, one call per batch, until the queue is empty.
+async fn flush(mut guard: Flushing) {
+    let (store, p) = (guard.store.clone(), guard.p);
     loop {
         // Let the tasks just woken by the previous call's answers (and the caller that
         // started this flusher) run first: they usually queue their next commands at
@@ -193,7 +227,8 @@ async fn flush(store: RedisStore, p: u32) {
         let batch: Vec<Pending> = {
             let mut lane = store.groups.lane(p);
             if lane.queue.is_empty() {
-                lane.flushers -= 1;
+                lane.flushers = 0;
+                guard.finished = true;
                 return;
             }
             let mut take = 0;
