@@ -157,7 +157,8 @@ pub(crate) async fn masters(c: &ClusterConnection) -> redis::RedisResult<Vec<(St
 }
 
 /// The key a command is routed by, for the commands our pipelines send: the first
-/// argument, or the first key of a script call; `None` for keyless commands (`TIME`).
+/// argument, the one after a container command's subcommand, or the first key of a script
+/// call; `None` for keyless commands (`TIME`).
 fn routing_key(cmd: &Cmd) -> Option<Vec<u8>> {
     let mut args = cmd.args_iter().filter_map(|a| match a {
         redis::Arg::Simple(b) => Some(b),
@@ -174,6 +175,11 @@ fn routing_key(cmd: &Cmd) -> Option<Vec<u8>> {
             } else {
                 args.next().map(<[u8]>::to_vec)
             }
+        }
+        // Container commands: the key follows the subcommand (`MEMORY USAGE <key>`).
+        b"MEMORY" | b"OBJECT" | b"XINFO" | b"XGROUP" => {
+            let _subcommand = args.next()?;
+            args.next().map(<[u8]>::to_vec)
         }
         _ => args.next().map(<[u8]>::to_vec),
     }
@@ -287,6 +293,9 @@ mod tests {
         let mut e = redis::cmd("EVALSHA");
         e.arg("abc").arg(2).arg("k1").arg("k2").arg("a");
         assert_eq!(routing_key(&e), Some(b"k1".to_vec()));
+        let mut m = redis::cmd("MEMORY");
+        m.arg("USAGE").arg("js:{p1}:log").arg("SAMPLES").arg(0);
+        assert_eq!(routing_key(&m), Some(b"js:{p1}:log".to_vec()));
         let mut e0 = redis::cmd("EVALSHA");
         e0.arg("abc").arg(0);
         assert_eq!(routing_key(&e0), None);
