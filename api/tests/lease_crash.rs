@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{post, Serve};
-use jobsource_tests::{cleanup_prefix, redis_url, unique_prefix, TestDatabase};
+use jobsource_tests::{cleanup_prefix, redis_target, unique_prefix, TestDatabase};
 use serde_json::{json, Value};
 
 async fn expiries(base: &str, id: &str) -> usize {
@@ -100,6 +100,6 @@ async fn kill9_then_restart_expires_once_and_two_processes_expire_once() {
     }
     drop(restarted);
     drop(second);
-    let _ = cleanup_prefix(&redis_url(), &prefix).await;
+    let _ = cleanup_prefix(redis_target(), &prefix).await;
     db.drop_db().await;
 }

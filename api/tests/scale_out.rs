@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::{post, Serve};
-use jobsource_tests::{cleanup_prefix, redis_url, unique_prefix, TestDatabase};
+use jobsource_tests::{cleanup_prefix, redis_target, unique_prefix, TestDatabase};
 use serde_json::{json, Value};
 
 const CONSUMERS: [&str; 5] = ["archive", "orchestrator", "postgres", "redis", "webhooks"];
@@ -162,6 +162,6 @@ async fn two_instances_share_the_partitions_and_the_survivor_takes_over() {
     assert_eq!(jobs_rows, jobs.len() as i64);
     pool.close().await;
     drop(b);
-    cleanup_prefix(&redis_url(), &prefix).await.unwrap();
+    cleanup_prefix(redis_target(), &prefix).await.unwrap();
     db.drop_db().await;
 }

@@ -84,6 +84,10 @@ pub enum StoreError {
         /// Partition count asked for now.
         configured: u32,
     },
+    /// The store's settings contradict each other or the server (e.g. both `REDIS_URL`
+    /// and `JOBSOURCE_REDIS_CLUSTER_NODES`). Refused at start; the message names the setting.
+    #[error("{0}")]
+    Config(String),
     /// The request itself is invalid (no events, bad stream name, bad offset). HTTP 400/422.
     #[error("invalid request: {0}")]
     Invalid(String),

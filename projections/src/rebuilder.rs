@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use jobsource_eventstore::redis::RedisConn;
 use jobsource_eventstore::{Cursor, EventStore};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::error::ProjectionError;
@@ -85,7 +85,7 @@ impl Rebuilder for PgRebuilder {
 /// The `redis` model: a new key generation, swapped in by one script.
 pub struct RedisRebuilder {
     store: Arc<dyn EventStore>,
-    conn: ConnectionManager,
+    conn: RedisConn,
     namespace: String,
 }
 
@@ -137,7 +137,7 @@ impl Rebuilder for RedisRebuilder {
 pub fn durable(
     store: &Arc<dyn EventStore>,
     pool: Option<&PgPool>,
-    redis: Option<(ConnectionManager, &str)>,
+    redis: Option<(RedisConn, &str)>,
 ) -> Vec<Arc<dyn Rebuilder>> {
     let mut out: Vec<Arc<dyn Rebuilder>> = Vec::new();
     if let Some(pool) = pool {

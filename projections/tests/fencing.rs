@@ -19,9 +19,12 @@ use jobsource_projections::{migrate, Archive, RedisReadModel};
 use jobsource_tests::{cleanup_prefix, redis_url, unique_prefix, TestDatabase};
 use serde_json::json;
 
-async fn connection() -> redis::aio::ConnectionManager {
+async fn connection() -> jobsource_eventstore::redis::RedisConn {
     let client = redis::Client::open(redis_url()).unwrap();
-    redis::aio::ConnectionManager::new(client).await.unwrap()
+    redis::aio::ConnectionManager::new(client)
+        .await
+        .unwrap()
+        .into()
 }
 
 async fn appended(store: &dyn EventStore, n: usize) {

@@ -131,7 +131,7 @@ async fn seed_keys_from_lifecycles_and_replay_changes_nothing() {
 
     let rm = unique_prefix("rm");
     let client = redis::Client::open(redis_url()).unwrap();
-    let manager = client.get_connection_manager().await.unwrap();
+    let manager = client.get_connection_manager().await.unwrap().into();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let model = RedisReadModel::new(manager, &rm);
     model.catch_up(&store, 2).await.unwrap();
@@ -225,7 +225,10 @@ async fn overlapping_replay_of_partly_applied_entities_matches_a_fresh_build() {
     }
     let prefix = unique_prefix("rm_overlap");
     let client = redis::Client::open(redis_url()).unwrap();
-    let cm = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let cm: jobsource_eventstore::redis::RedisConn = redis::aio::ConnectionManager::new(client)
+        .await
+        .unwrap()
+        .into();
     let partly = RedisReadModel::new(cm.clone(), &format!("{prefix}:a"));
     // Apply the first two events: the first job is at version 2 of 3.
     partly.run_batch(&store, 0, 2).await.unwrap();

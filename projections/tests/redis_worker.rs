@@ -51,7 +51,7 @@ async fn follows_live_events_and_stalls_only_the_poisoned_partition() {
     let rm = unique_prefix("rmworker");
     let client = redis::Client::open(redis_url()).unwrap();
     let model = Arc::new(RedisReadModel::new(
-        client.get_connection_manager().await.unwrap(),
+        client.get_connection_manager().await.unwrap().into(),
         &rm,
     ));
     let (stop, rx) = watch::channel(false);

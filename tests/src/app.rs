@@ -8,7 +8,7 @@ use jobsource_http::HttpConfig;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
-use crate::{cleanup_prefix, redis_url, unique_prefix, TestDatabase};
+use crate::{cleanup_prefix, cluster_nodes, redis_target, redis_url, unique_prefix, TestDatabase};
 
 /// A running server and what it needs cleaning up.
 pub struct TestApp {
@@ -73,6 +73,14 @@ pub async fn spawn_app_config(test: &str, configure: impl FnOnce(&mut ServeConfi
         ..ServeConfig::default()
     };
     configure(&mut config);
+    // On the test cluster (JOBSOURCE_TEST_CLUSTER_NODES) a server left on the shared Redis
+    // runs on the cluster instead (embedded servers stay embedded).
+    if let Some(nodes) = cluster_nodes() {
+        if config.redis_url.as_deref() == Some(redis_url().as_str()) {
+            config.redis_url = None;
+            config.redis_cluster_nodes = Some(nodes);
+        }
+    }
     let partitions = config.partitions;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -100,7 +108,7 @@ impl TestApp {
     /// process) would open it.
     pub async fn connect_store(&self) -> jobsource_eventstore::RedisStore {
         jobsource_eventstore::RedisStore::connect(
-            &redis_url(),
+            redis_target(),
             jobsource_eventstore::StoreConfig {
                 prefix: self.prefix.clone(),
                 partitions: self.partitions,
@@ -187,7 +195,7 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
-        let _ = cleanup_prefix(&redis_url(), &self.prefix).await;
+        let _ = cleanup_prefix(redis_target(), &self.prefix).await;
         if let Some(db) = self.db.take() {
             db.drop_db().await;
         }

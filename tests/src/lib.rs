@@ -28,7 +28,9 @@ pub mod redis_server;
 pub use app::{spawn_app, spawn_app_with, Answer, TestApp};
 pub use db::TestDatabase;
 pub use drive::run_commands;
-pub use env::{database_url, redis_url, DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL};
+pub use env::{
+    cluster_nodes, database_url, redis_target, redis_url, DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL,
+};
 pub use pg_server::PrivatePostgres;
 pub use prefix::{cleanup_prefix, redis_connection, unique_prefix};
 pub use redis_server::{free_port, PrivateRedis};

@@ -41,36 +41,29 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-/// Deletes every key matching `<prefix>:*` (and the key `<prefix>` itself) with SCAN,
-/// returning how many keys were deleted. Keys are deleted one `DEL` each (pipelined), so
-/// this also works where keys live in different hash slots.
-pub async fn cleanup_prefix(redis_url: &str, prefix: &str) -> RedisResult<usize> {
-    let mut conn = redis_connection(redis_url).await?;
+/// Deletes every key matching `<prefix>:*` (and the key `<prefix>` itself) with SCAN
+/// (on every master of a cluster), returning how many keys were deleted. Keys are deleted
+/// one `DEL` each (pipelined), so this also works where keys live in different hash slots.
+pub async fn cleanup_prefix(
+    target: impl Into<jobsource_eventstore::redis::RedisTarget>,
+    prefix: &str,
+) -> RedisResult<usize> {
+    let target = target.into();
+    let mut conn = jobsource_eventstore::redis::RedisConn::open(&target)
+        .await
+        .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
     let pattern = format!("{}:*", glob_escape(prefix));
     let mut deleted: usize = redis::cmd("DEL").arg(prefix).query_async(&mut conn).await?;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .cursor_arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            let mut pipe = redis::pipe();
-            for key in &keys {
-                pipe.cmd("DEL").arg(key);
-            }
-            let counts: Vec<usize> = pipe.query_async(&mut conn).await?;
-            deleted += counts.iter().sum::<usize>();
+    let keys = conn.scan_match(&pattern).await?;
+    for chunk in keys.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.cmd("DEL").arg(key);
         }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
+        let counts: Vec<usize> = pipe.query_async(&mut conn).await?;
+        deleted += counts.iter().sum::<usize>();
     }
+    Ok(deleted)
 }
 
 #[cfg(test)]

@@ -495,21 +495,11 @@ fn config(prefix: String) -> StoreConfig {
     }
 }
 
+/// Deletes the test's keys (on the test cluster too, when the suite runs there).
 async fn delete_prefix(prefix: &str) {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
+    jobsource_tests::cleanup_prefix(jobsource_tests::redis_target(), prefix)
         .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
+        .expect("delete the test's keys");
 }
 
 macro_rules! conformance {
@@ -528,7 +518,8 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let prefix = super::test_prefix(stringify!($name));
-                    let store = super::RedisStore::connect(&super::redis_url(), super::config(prefix.clone()))
+                    // The shared Redis, or the test cluster (JOBSOURCE_TEST_CLUSTER_NODES).
+                    let store = super::RedisStore::connect(jobsource_tests::redis_target(), super::config(prefix.clone()))
                         .await
                         .expect("connect to Redis (set REDIS_URL)");
                     super::$name(std::sync::Arc::new(store)).await;

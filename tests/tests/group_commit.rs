@@ -22,7 +22,7 @@ use jobsource_eventstore::{
     AppendRequest, AppendResult, EventStore, ExpectedVersion, Idempotency, MemoryStore, NewEvent,
     RedisStore, StoreConfig, StoreError,
 };
-use jobsource_tests::{cleanup_prefix, redis_url, unique_prefix};
+use jobsource_tests::{cleanup_prefix, redis_target, unique_prefix};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -291,7 +291,7 @@ fn config(prefix: String) -> StoreConfig {
 
 async fn redis_store(name: &str) -> (Store, RedisStore, String) {
     let prefix = unique_prefix(name);
-    let store = RedisStore::connect(&redis_url(), config(prefix.clone()))
+    let store = RedisStore::connect(redis_target(), config(prefix.clone()))
         .await
         .expect("connect to Redis (set REDIS_URL)");
     (Arc::new(store.clone()), store, prefix)
@@ -304,14 +304,14 @@ async fn redis_group_commit_reports_each_conflict_to_its_command() {
     let (calls, commands) = redis.group_commit_stats();
     // Not a speed check: just that batches of several commands really happened.
     assert!(commands > calls, "{commands} commands in {calls} calls");
-    cleanup_prefix(&redis_url(), &prefix).await.unwrap();
+    cleanup_prefix(redis_target(), &prefix).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_group_commit_racing_writers_stay_contiguous() {
     let (store, _, prefix) = redis_store("gc_racing").await;
     racing_writers(store).await;
-    cleanup_prefix(&redis_url(), &prefix).await.unwrap();
+    cleanup_prefix(redis_target(), &prefix).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

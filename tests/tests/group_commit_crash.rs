@@ -21,7 +21,7 @@ use std::sync::Arc;
 use jobsource_eventstore::{
     AppendRequest, EventStore, ExpectedVersion, NewEvent, RedisStore, StoreConfig,
 };
-use jobsource_tests::{cleanup_prefix, redis_url, unique_prefix};
+use jobsource_tests::{cleanup_prefix, redis_target, unique_prefix};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -47,7 +47,7 @@ async fn crash_child() {
         return;
     };
     let store = Arc::new(
-        RedisStore::connect(&redis_url(), config(prefix))
+        RedisStore::connect(redis_target(), config(prefix))
             .await
             .unwrap(),
     );
@@ -111,10 +111,10 @@ fn parse_ack(line: &str) -> Option<Ack> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_crash_loses_no_acknowledged_event() {
     let prefix = unique_prefix("gc_crash");
+    // The child inherits the environment, so it uses the same Redis (or cluster).
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--ignored", "--nocapture"])
         .env(CHILD_ENV, &prefix)
-        .env("REDIS_URL", redis_url())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -152,7 +152,7 @@ async fn group_commit_crash_loses_no_acknowledged_event() {
         acks.len()
     );
 
-    let store = RedisStore::connect(&redis_url(), config(prefix.clone()))
+    let store = RedisStore::connect(redis_target(), config(prefix.clone()))
         .await
         .unwrap();
     let mut logs: HashMap<String, Vec<(Uuid, String)>> = HashMap::new();
@@ -198,5 +198,5 @@ async fn group_commit_crash_loses_no_acknowledged_event() {
             );
         }
     }
-    cleanup_prefix(&redis_url(), &prefix).await.unwrap();
+    cleanup_prefix(redis_target(), &prefix).await.unwrap();
 }

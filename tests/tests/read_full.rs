@@ -70,7 +70,7 @@ impl Env {
             .await
             .expect("redis connection");
         // Under the store's prefix, so one cleanup removes both.
-        let redis_model = Arc::new(RedisReadModel::new(manager, &format!("{prefix}:rm")));
+        let redis_model = Arc::new(RedisReadModel::new(manager.into(), &format!("{prefix}:rm")));
         let memory = MemoryReadModel::new(store.clone());
         let full = FullReadSide::new(store.clone(), redis_model.clone(), pool.clone());
         Env {

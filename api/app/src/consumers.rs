@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use jobsource_eventstore::redis::RedisConn;
 use jobsource_eventstore::EventStore;
 use jobsource_projections::rebuilder::Rebuilder;
 use jobsource_projections::redis_worker::PARALLEL_PARTITIONS;
@@ -21,7 +22,6 @@ use jobsource_projections::subscriber::{
 };
 use jobsource_projections::worker::WorkerConfig;
 use jobsource_projections::{Archive, PgProjection, PostgresReadModel, RedisReadModel};
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -45,7 +45,7 @@ pub struct DurableParts {
     /// The event store.
     pub store: Arc<dyn EventStore>,
     /// A connection to the store's Redis (orchestrator and seed-bus state).
-    pub conn: ConnectionManager,
+    pub conn: RedisConn,
     /// The store's key prefix.
     pub prefix: String,
     /// The PostgreSQL read models' pool (migrated); without it (the CLI given no

@@ -21,7 +21,7 @@ return v + 1
 
 /// Runs `events` raw script calls from `concurrency` tasks; returns calls per second.
 pub async fn measure(
-    conn: redis::aio::ConnectionManager,
+    conn: jobsource_eventstore::redis::RedisConn,
     prefix: &str,
     events: u64,
     concurrency: u64,

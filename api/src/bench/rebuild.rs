@@ -68,11 +68,15 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
     let read_rate = sequential.max(parallel);
     let (seconds, copy_rate) = match args.projection.as_str() {
         "redis" => {
-            let rm = format!(
+            let mut rm = format!(
                 "{}:benchrm:{}",
                 args.store.prefix,
                 uuid::Uuid::now_v7().simple()
             );
+            if store.is_cluster() {
+                // The model's keys share one slot on a cluster (see README, Redis Cluster).
+                rm = format!("{{{rm}}}");
+            }
             // The real rebuild path: a shadow generation built from the log, then swapped in.
             let noop = |_: u64, _: u64| {};
             let start = Instant::now();

@@ -89,10 +89,13 @@ impl DbArgs {
         }
     }
 
-    fn read_prefix(&self) -> String {
-        self.read_prefix
-            .clone()
-            .unwrap_or_else(|| self.store.prefix.clone())
+    fn read_prefix(&self) -> anyhow::Result<String> {
+        jobsource_projections::redis::read_namespace(
+            self.read_prefix.as_deref(),
+            &self.store.prefix,
+            self.store.redis.is_cluster(),
+        )
+        .map_err(anyhow::Error::msg)
     }
 }
 
@@ -111,7 +114,7 @@ async fn registry(db: &DbArgs) -> anyhow::Result<Consumers> {
         }
         None => None,
     };
-    let model = Arc::new(RedisReadModel::new(conn.clone(), &db.read_prefix()));
+    let model = Arc::new(RedisReadModel::new(conn.clone(), &db.read_prefix()?));
     let seed_bus = db.seed_bus.then(|| {
         Arc::new(jobsource_app::seed_bus::SeedBus::new(
             store.clone(),

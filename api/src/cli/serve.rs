@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// Redis URL of the event store; without it, embedded mode (nothing persists).
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated (redis://h1:p1,redis://h2:p2,...):
+    /// the durable deployment on a cluster, instead of REDIS_URL.
+    #[arg(long, env = "JOBSOURCE_REDIS_CLUSTER_NODES")]
+    pub redis_cluster_nodes: Option<String>,
     /// PostgreSQL URL (read models, archive); required with REDIS_URL.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
@@ -96,6 +100,7 @@ impl ServeArgs {
         ServeConfig {
             listen: self.listen,
             redis_url: non_empty(self.redis_url),
+            redis_cluster_nodes: non_empty(self.redis_cluster_nodes),
             database_url: non_empty(self.database_url),
             prefix: self.prefix,
             partitions: self.partitions,

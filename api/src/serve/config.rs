@@ -7,8 +7,10 @@ use super::*;
 pub struct ServeConfig {
     /// Listen address.
     pub listen: SocketAddr,
-    /// Redis URL; `None` = embedded mode.
+    /// Redis URL; `None` (and no cluster nodes) = embedded mode.
     pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated (`JOBSOURCE_REDIS_CLUSTER_NODES`).
+    pub redis_cluster_nodes: Option<String>,
     /// PostgreSQL URL (required in full mode).
     pub database_url: Option<String>,
     /// Event store key prefix.
@@ -68,6 +70,7 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             redis_url: None,
+            redis_cluster_nodes: None,
             database_url: None,
             prefix: "jobsource".into(),
             partitions: 16,

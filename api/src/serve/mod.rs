@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jobsource_eventstore::redis::RedisTarget;
 use jobsource_eventstore::{EventStore, MemoryStore, RedisStore, StoreConfig, StoreError};
 use jobsource_projections::worker::WorkerConfig;
 use jobsource_projections::{ProjectionError, RedisReadModel};
@@ -87,7 +88,15 @@ impl Server {
         let mut workers = Vec::new();
         // Durable mode: the job queue's timers are leased per partition like a consumer.
         let mut timer_claims = None;
-        let (state, consumers) = match &config.redis_url {
+        let target = match (&config.redis_url, &config.redis_cluster_nodes) {
+            (None, None) => None,
+            (url, nodes) => Some(RedisTarget::from_settings(
+                url.as_deref(),
+                nodes.as_deref(),
+                "",
+            )?),
+        };
+        let (state, consumers) = match target {
             None => {
                 tracing::warn!(
                     "embedded mode: in-memory event store and read models; NOTHING PERSISTS \
@@ -124,7 +133,7 @@ impl Server {
                     consumers,
                 )
             }
-            Some(redis_url) => {
+            Some(target) => {
                 let database_url = config.database_url.as_deref().ok_or_else(|| {
                     ServeError::Config(
                         "REDIS_URL is set but DATABASE_URL is not: the durable deployment needs \
@@ -132,7 +141,15 @@ impl Server {
                             .into(),
                     )
                 })?;
-                let redis = RedisStore::connect(redis_url, store_config).await?;
+                // The namespace rule is checked before connecting: a bad setting is named
+                // at once, whatever the servers' state.
+                let rm = jobsource_projections::redis::read_namespace(
+                    config.read_prefix.as_deref(),
+                    &config.prefix,
+                    matches!(target, RedisTarget::Cluster(_)),
+                )
+                .map_err(ServeError::Config)?;
+                let redis = RedisStore::connect(target, store_config).await?;
                 let conn = redis.connection();
                 let store: Arc<dyn EventStore> = Arc::new(redis);
                 let pool = sqlx::postgres::PgPoolOptions::new()
@@ -142,10 +159,6 @@ impl Server {
                     .await
                     .map_err(ProjectionError::Database)?;
                 jobsource_projections::migrate::migrate(&pool).await?;
-                let rm = config
-                    .read_prefix
-                    .clone()
-                    .unwrap_or_else(|| config.prefix.clone());
                 let model = Arc::new(RedisReadModel::new(conn.clone(), &rm));
                 let seen = Arc::new(jobsource_app::service::machines::RedisSeenStore::new(
                     conn.clone(),

@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jobsource_tests::{free_port, redis_url};
+use jobsource_tests::{cluster_nodes, free_port, redis_url};
 use serde_json::Value;
 
 /// A `jobsource serve` child process.
@@ -30,9 +30,17 @@ impl Serve {
         for (k, v) in env {
             command.env(k, v);
         }
+        // On the test cluster (JOBSOURCE_TEST_CLUSTER_NODES) the child runs on it.
+        match cluster_nodes() {
+            Some(nodes) => command
+                .env_remove("REDIS_URL")
+                .env("JOBSOURCE_REDIS_CLUSTER_NODES", nodes),
+            None => command
+                .env("REDIS_URL", redis_url())
+                .env_remove("JOBSOURCE_REDIS_CLUSTER_NODES"),
+        };
         let child = command
             .arg("serve")
-            .env("REDIS_URL", redis_url())
             .env("DATABASE_URL", database_url)
             .env("JOBSOURCE_PREFIX", prefix)
             .env("JOBSOURCE_PARTITIONS", "4")

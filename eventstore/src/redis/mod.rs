@@ -3,22 +3,27 @@
 //! - Appends run one Lua script (`append.lua`) that checks the authoritative version
 //!   counter, writes the events to the partition log and the stream's history list and
 //!   records the idempotency key, atomically.
-//! - Commands share one auto-reconnecting multiplexed connection, so concurrent appends
-//!   pipeline on one socket; blocking tail reads get a dedicated connection each.
+//! - Commands share one auto-reconnecting multiplexed connection ([`RedisConn`]: a single
+//!   server or a Redis Cluster), so concurrent appends pipeline on one socket; blocking
+//!   tail reads get dedicated connections.
+//! - Every script's keys share one slot (the partition's `{p<N>}` tag), so the same
+//!   scripts run on a cluster.
 //! - At connect the partition count is checked against `<prefix>:meta` and `appendonly` is
 //!   read, with a warning when AOF is off.
 
+mod conn;
 mod keys;
 mod queue;
 mod tail;
-
-use std::time::Duration;
+mod target;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script, Value};
 
+pub use conn::RedisConn;
 pub use keys::Keys;
+use target::Connector;
+pub use target::{RedisTarget, CLUSTER_NODES_ENV};
 
 use crate::append::{AppendRequest, AppendResult, ExpectedVersion, Idempotency, StoreConfig};
 use crate::codec;
@@ -54,8 +59,8 @@ pub enum Aof {
 /// The Redis event store.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
-    conn: ConnectionManager,
+    connector: Connector,
+    conn: RedisConn,
     keys: Keys,
     config: StoreConfig,
     url: String,
@@ -64,6 +69,12 @@ pub struct RedisStore {
     claim_script: Script,
     lease_script: Script,
     groups: std::sync::Arc<group::Groups>,
+}
+
+fn conf_get_appendonly() -> redis::Cmd {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("GET").arg("appendonly");
+    cmd
 }
 
 /// Removes credentials from a Redis URL so it can appear in errors and logs.
@@ -77,31 +88,21 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl RedisStore {
-    /// Connects, checks (or records) the partition count, and checks AOF.
-    pub async fn connect(url: &str, config: StoreConfig) -> Result<RedisStore, StoreError> {
-        let shown = redact_url(url);
-        let client = redis::Client::open(url).map_err(|e| StoreError::Unavailable {
-            url: shown.clone(),
-            message: format!("invalid Redis URL: {e}"),
-        })?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = client
-            .get_connection_manager_with_config(manager_config)
-            .await
-            .map_err(|e| StoreError::Unavailable {
-                url: shown.clone(),
-                message: e.to_string(),
-            })?;
+    /// Connects to one server (a URL) or a cluster ([`RedisTarget::Cluster`]), checks (or
+    /// records) the partition count, and checks AOF.
+    pub async fn connect(
+        target: impl Into<RedisTarget>,
+        config: StoreConfig,
+    ) -> Result<RedisStore, StoreError> {
+        let target = target.into();
+        let shown = target.shown();
+        let (connector, conn) = target::connect(&target).await?;
         let groups = std::sync::Arc::new(group::Groups::new(
             config.partitions,
             config.group_commit_max,
         ));
         let store = RedisStore {
-            client,
+            connector,
             conn,
             keys: Keys::new(&config.prefix),
             config,
@@ -132,13 +133,24 @@ impl RedisStore {
     }
 
     /// A clone of the shared multiplexed connection.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
 
-    /// The client, for callers that need dedicated connections.
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// Whether the store runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
+    }
+
+    /// A new connection of its own, for blocking reads that may block up to `block`.
+    pub async fn dedicated_connection(
+        &self,
+        block: std::time::Duration,
+    ) -> Result<RedisConn, StoreError> {
+        self.connector
+            .dedicated(block)
+            .await
+            .map_err(|e| self.map_err(e))
     }
 
     pub(crate) fn map_err(&self, e: redis::RedisError) -> StoreError {
@@ -185,18 +197,25 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Reads `CONFIG GET appendonly`.
+    /// Reads `CONFIG GET appendonly` (on a cluster, from every master: `Off` when any
+    /// master runs without AOF).
     pub async fn aof(&self) -> Aof {
-        let mut conn = self.conn.clone();
-        let reply: Result<Vec<String>, _> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("appendonly")
-            .query_async(&mut conn)
-            .await;
-        match reply {
-            Ok(v) if v.get(1).map(String::as_str) == Some("yes") => Aof::On,
-            Ok(_) => Aof::Off,
-            Err(e) => Aof::Unknown(e.to_string()),
+        let replies = self.conn.on_every_master(conf_get_appendonly()).await;
+        let replies = match replies {
+            Ok(r) => r,
+            Err(e) => return Aof::Unknown(e.to_string()),
+        };
+        let mut on = true;
+        for reply in replies {
+            match redis::from_redis_value::<Vec<String>>(reply) {
+                Ok(v) => on &= v.get(1).map(String::as_str) == Some("yes"),
+                Err(e) => return Aof::Unknown(e.to_string()),
+            }
+        }
+        if on {
+            Aof::On
+        } else {
+            Aof::Off
         }
     }
 
@@ -218,34 +237,23 @@ impl RedisStore {
     /// Sum of `MEMORY USAGE` over every key of this store (for benchmarks and ops).
     pub async fn memory_usage(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
-        let mut total = 0u64;
-        let mut cursor: u64 = 0;
         let pattern = format!("{}:*", self.keys.prefix());
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
+        let keys = conn
+            .scan_match(&pattern)
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let mut total = 0u64;
+        for chunk in keys.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.cmd("MEMORY").arg("USAGE").arg(k).arg("SAMPLES").arg(0);
+            }
+            let sizes: Vec<Option<u64>> = pipe
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| self.map_err(e))?;
-            if !keys.is_empty() {
-                let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.cmd("MEMORY").arg("USAGE").arg(k).arg("SAMPLES").arg(0);
-                }
-                let sizes: Vec<Option<u64>> = pipe
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| self.map_err(e))?;
-                total += sizes.into_iter().flatten().sum::<u64>();
-            }
-            if next == 0 {
-                return Ok(total);
-            }
-            cursor = next;
+            total += sizes.into_iter().flatten().sum::<u64>();
         }
+        Ok(total)
     }
 }

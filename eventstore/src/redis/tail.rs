@@ -1,8 +1,11 @@
-//! Live tail: blocking `XREAD` over every partition log on a dedicated connection.
+//! Live tail: blocking `XREAD` over the partition logs on dedicated connections.
 //!
 //! Blocking reads must never run on the shared multiplexed connection (they would stall
-//! every command queued behind them), so each tail opens its own connection without a
-//! response timeout. A background task reads batches and feeds a bounded channel; when
+//! every command queued behind them), so each tail opens its own connection. On one
+//! server a single `XREAD` covers every partition; on a Redis Cluster a multi-key command
+//! must stay in one slot, so each partition gets its own reader task and connection
+//! (partition order is per partition anyway). A background task reads batches and feeds a
+//! bounded channel; when
 //! the consumer is slow the channel fills and the task waits (backpressure), and when the
 //! consumer drops the stream the task ends. Connection errors are yielded once and the
 //! task reconnects, continuing from the last delivered position, so nothing is skipped.
@@ -10,10 +13,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::{AsyncConnectionConfig, Value};
+use redis::Value;
 use tokio::sync::mpsc;
 
-use super::{decode_entry, map_redis_error, RedisStore};
+use super::{decode_entry, map_redis_error, RedisConn, RedisStore};
 use crate::error::StoreError;
 use crate::position::Cursor;
 use crate::store::EventStream;
@@ -23,37 +26,47 @@ const BATCH: usize = 1000;
 
 pub(super) async fn spawn(store: RedisStore, from: Cursor) -> Result<EventStream, StoreError> {
     let (tx, mut rx) = mpsc::channel(4 * BATCH);
-    // Connect once up front so a bad URL surfaces to the caller instead of the stream.
-    let conn = connect(&store).await?;
-    tokio::spawn(run(store, from, conn, tx));
+    let all: Vec<u32> = (0..from.partitions()).collect();
+    let groups: Vec<Vec<u32>> = if store.is_cluster() {
+        all.into_iter().map(|p| vec![p]).collect()
+    } else {
+        vec![all]
+    };
+    // Connect up front (all readers at once) so a bad URL surfaces to the caller instead
+    // of the stream, and the readers start together.
+    let conns = futures::future::try_join_all(groups.iter().map(|_| connect(&store))).await?;
+    for (partitions, conn) in groups.into_iter().zip(conns) {
+        tokio::spawn(run(
+            store.clone(),
+            from.clone(),
+            partitions,
+            conn,
+            tx.clone(),
+        ));
+    }
     Ok(Box::pin(futures::stream::poll_fn(move |cx| {
         rx.poll_recv(cx)
     })))
 }
 
-async fn connect(store: &RedisStore) -> Result<redis::aio::MultiplexedConnection, StoreError> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(None);
+async fn connect(store: &RedisStore) -> Result<RedisConn, StoreError> {
     store
-        .client()
-        .get_multiplexed_async_connection_with_config(&config)
+        .dedicated_connection(Duration::from_millis(BLOCK_MS))
         .await
-        .map_err(|e| map_redis_error(store.url(), e))
 }
 
 async fn run(
     store: RedisStore,
     mut cursor: Cursor,
-    conn: redis::aio::MultiplexedConnection,
+    partitions: Vec<u32>,
+    conn: RedisConn,
     tx: mpsc::Sender<Result<crate::envelope::RecordedEvent, StoreError>>,
 ) {
-    let partitions = cursor.partitions();
-    let logs: Vec<String> = (0..partitions).map(|p| store.keys().log(p)).collect();
+    let logs: Vec<String> = partitions.iter().map(|p| store.keys().log(*p)).collect();
     let by_key: HashMap<&str, u32> = logs
         .iter()
-        .enumerate()
-        .map(|(p, k)| (k.as_str(), p as u32))
+        .zip(&partitions)
+        .map(|(k, p)| (k.as_str(), *p))
         .collect();
     let mut conn = Some(conn);
     let mut backoff = Duration::from_millis(100);
@@ -87,8 +100,8 @@ async fn run(
         for k in &logs {
             cmd.arg(k);
         }
-        for p in 0..partitions {
-            cmd.arg(cursor.after(p).to_string());
+        for p in &partitions {
+            cmd.arg(cursor.after(*p).to_string());
         }
         let reply: Result<Value, _> = cmd.query_async(c).await;
         let reply = match reply {

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 
+use jobsource_eventstore::redis::RedisConn;
 use jobsource_eventstore::{Cursor, EventStore};
-use redis::aio::ConnectionManager;
 
 use super::model::{RedisReadModel, RmKeys};
 use crate::error::ProjectionError;
@@ -46,33 +46,13 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-/// Every key under namespace `ns` (`<ns>:*`).
-async fn keys_under(
-    conn: &mut ConnectionManager,
-    ns: &str,
-) -> Result<Vec<String>, ProjectionError> {
+/// Every key under namespace `ns` (`<ns>:*`), from every master on a cluster.
+async fn keys_under(conn: &mut RedisConn, ns: &str) -> Result<Vec<String>, ProjectionError> {
     let pattern = format!("{}:*", glob_escape(ns));
-    let mut cursor: u64 = 0;
-    let mut keys = Vec::new();
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .map_err(redis_err)?;
-        keys.extend(batch);
-        if next == 0 {
-            return Ok(keys);
-        }
-        cursor = next;
-    }
+    conn.scan_match(&pattern).await.map_err(redis_err)
 }
 
-async fn delete_namespace(conn: &mut ConnectionManager, ns: &str) -> Result<(), ProjectionError> {
+async fn delete_namespace(conn: &mut RedisConn, ns: &str) -> Result<(), ProjectionError> {
     for chunk in keys_under(conn, ns).await?.chunks(500) {
         redis::cmd("UNLINK")
             .arg(chunk)
@@ -84,7 +64,7 @@ async fn delete_namespace(conn: &mut ConnectionManager, ns: &str) -> Result<(), 
 }
 
 /// Whether a rebuild of the model under `rm` is in progress (its shadow has checkpoints).
-pub async fn is_rebuilding(conn: &ConnectionManager, rm: &str) -> Result<bool, ProjectionError> {
+pub async fn is_rebuilding(conn: &RedisConn, rm: &str) -> Result<bool, ProjectionError> {
     let shadow = RmKeys::new(&shadow_namespace(rm));
     let mut conn = conn.clone();
     redis::cmd("EXISTS")
@@ -132,7 +112,7 @@ async fn catch_up_to(
 /// then swaps it in. Returns the number of events applied to the new generation.
 pub async fn rebuild(
     store: &dyn EventStore,
-    conn: ConnectionManager,
+    conn: RedisConn,
     rm: &str,
     from: Option<Cursor>,
     batch: usize,
@@ -192,7 +172,7 @@ return 1
 
 /// Tries the swap once; `false` when the live model is ahead of the shadow.
 async fn swap(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     shadow_ns: &str,
     rm: &str,
     partitions: u32,
@@ -218,7 +198,7 @@ async fn swap(
 }
 
 /// A key's content in a comparable form.
-async fn dump(conn: &mut ConnectionManager, key: &str) -> Result<String, ProjectionError> {
+async fn dump(conn: &mut RedisConn, key: &str) -> Result<String, ProjectionError> {
     let kind: String = redis::cmd("TYPE")
         .arg(key)
         .query_async(conn)
@@ -262,7 +242,7 @@ async fn dump(conn: &mut ConnectionManager, key: &str) -> Result<String, Project
 /// with the live model; returns up to `limit` differences (empty: equal).
 pub async fn verify(
     store: &dyn EventStore,
-    conn: ConnectionManager,
+    conn: RedisConn,
     rm: &str,
     batch: usize,
     limit: usize,

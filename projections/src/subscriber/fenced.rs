@@ -2,7 +2,7 @@
 //! batch script (the orchestrator, the seed bus): the write happens only when the lease
 //! epoch it carries is not below the last one recorded for the partition.
 
-use redis::aio::ConnectionManager;
+use jobsource_eventstore::redis::RedisConn;
 
 use super::HandlerError;
 use crate::error::ProjectionError;
@@ -45,7 +45,7 @@ return 1
 /// Sets the checkpoint of `partition` to `value` unless a later lease holder (a higher
 /// epoch in its fence) wrote it; returns whether it was written.
 pub async fn set_checkpoint(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     checkpoint: &CheckpointKey,
     partition: u32,
     value: &str,

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use jobsource_eventstore::redis::RedisConn;
 use jobsource_eventstore::{LogId, RecordedEvent};
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::{Handler, HandlerError, Outcome, Recorded, StatusStore};
@@ -57,13 +57,13 @@ impl Handler for RedisModelHandler {
 /// or `stalled\n<position>\n<error>`.
 #[derive(Clone)]
 pub struct RedisStatusStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     key: String,
 }
 
 impl RedisStatusStore {
     /// The store in hash `key` (one consumer per key).
-    pub fn new(conn: ConnectionManager, key: impl Into<String>) -> Self {
+    pub fn new(conn: RedisConn, key: impl Into<String>) -> Self {
         RedisStatusStore {
             conn,
             key: key.into(),

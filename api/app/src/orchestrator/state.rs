@@ -6,9 +6,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use jobsource_eventstore::redis::RedisConn;
 use jobsource_eventstore::LogId;
 use jobsource_projections::subscriber::fenced;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use uuid::Uuid;
 
@@ -116,13 +116,13 @@ impl OrchestratorState for MemoryOrchestratorState {
 /// - `<prefix>:orchestrator:dependents:<job id>`: set of the job ids waiting for that job.
 #[derive(Clone)]
 pub struct RedisOrchestratorState {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
 }
 
 impl RedisOrchestratorState {
     /// State under `prefix` (the event store's prefix), over a shared connection.
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(conn: RedisConn, prefix: &str) -> Self {
         RedisOrchestratorState {
             conn,
             prefix: prefix.to_owned(),

@@ -26,9 +26,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use jobsource_eventstore::redis::RedisConn;
 use jobsource_eventstore::{EventStore, LogId, RecordedEvent, StoreError};
 use jobsource_projections::subscriber::{fenced, Handler, HandlerError, Outcome, SubscriberConfig};
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 /// The consumer's name in status, the CLI and the API.
@@ -95,7 +95,7 @@ const MAX_REMEMBERED_WORKFLOWS: usize = 10_000;
 /// The bridge. Share it behind an `Arc`; [`SeedBus::run`] drives it.
 pub struct SeedBus {
     store: Arc<dyn EventStore>,
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     config: SeedBusConfig,
     total_steps: Mutex<HashMap<String, u32>>,
@@ -106,7 +106,7 @@ impl SeedBus {
     /// store's key prefix `prefix`.
     pub fn new(
         store: Arc<dyn EventStore>,
-        conn: ConnectionManager,
+        conn: RedisConn,
         prefix: &str,
         config: SeedBusConfig,
     ) -> Self {

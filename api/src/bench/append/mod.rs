@@ -52,9 +52,9 @@ pub struct AppendArgs {
     /// Use the in-memory backend instead of Redis.
     #[arg(long)]
     pub memory: bool,
-    /// Redis URL (Redis backend).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
+    #[allow(missing_docs)] // flattened: each argument has its own help
+    #[command(flatten)]
+    pub redis: crate::cli::RedisArgs,
     /// Partition count of the benchmark store.
     #[arg(long, env = "JOBSOURCE_PARTITIONS", default_value_t = 16)]
     pub partitions: u32,
@@ -127,7 +127,7 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
     let (store, redis): (Arc<dyn EventStore>, Option<RedisStore>) = if args.memory {
         (Arc::new(MemoryStore::new(config)), None)
     } else {
-        let r = RedisStore::connect(&args.redis_url, config).await?;
+        let r = RedisStore::connect(args.redis.target()?, config).await?;
         (Arc::new(r.clone()), Some(r))
     };
     let jobs: Arc<Vec<String>> = Arc::new(
@@ -230,7 +230,7 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
     let backend = if args.memory {
         "in-memory".to_owned()
     } else {
-        jobsource_eventstore::redis::redact_url(&args.redis_url)
+        args.redis.target()?.shown()
     };
     report::print(
         "jobsource bench append",

@@ -41,9 +41,9 @@ pub struct CommandsArgs {
     /// Start the in-process server embedded (no Redis, no PostgreSQL).
     #[arg(long)]
     pub memory: bool,
-    /// Redis URL (in-process server, and the visibility probe).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
+    /// Redis (in-process server, and the visibility probe): one server or a cluster.
+    #[command(flatten)]
+    pub redis: crate::cli::RedisArgs,
     /// PostgreSQL URL of the in-process server.
     #[arg(
         long,
@@ -101,8 +101,14 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
     let base = match &args.url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
+            let (redis_url, redis_cluster_nodes) = if args.memory {
+                (None, None)
+            } else {
+                args.redis.serve_settings()?
+            };
             let config = ServeConfig {
-                redis_url: (!args.memory).then(|| args.redis_url.clone()),
+                redis_url,
+                redis_cluster_nodes,
                 database_url: (!args.memory).then(|| args.database_url.clone()),
                 prefix: prefix.clone(),
                 ..ServeConfig::default()
@@ -185,7 +191,12 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
     let (p50, p99) = (lat.quantile_ms(0.50), lat.quantile_ms(0.99));
 
     // Phase 2: open loop at a fixed rate, visibility in the read model.
-    let rm = args.read_prefix.clone().unwrap_or_else(|| prefix.clone());
+    let rm = jobsource_projections::redis::read_namespace(
+        args.read_prefix.as_deref(),
+        &prefix,
+        args.redis.is_cluster(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let probe_redis = !(args.memory && args.url.is_none());
     let mut vis = if args.visibility_seconds == 0 {
         Visibility::default()
@@ -199,7 +210,7 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
     }
     if !args.keep && args.url.is_none() && !args.memory {
         let store = jobsource_eventstore::RedisStore::connect(
-            &args.redis_url,
+            args.redis.target()?,
             jobsource_eventstore::StoreConfig {
                 prefix: prefix.clone(),
                 ..jobsource_eventstore::StoreConfig::default()

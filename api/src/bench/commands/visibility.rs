@@ -61,11 +61,7 @@ pub(super) async fn visibility(
         let checkpoint_key = keys.checkpoint();
         let exists = args.probe == Probe::Exists;
         let mut redis = if probe_redis {
-            Some(
-                redis::Client::open(args.redis_url.as_str())?
-                    .get_multiplexed_async_connection()
-                    .await?,
-            )
+            Some(jobsource_eventstore::redis::RedisConn::open(&args.redis.target()?).await?)
         } else {
             None
         };

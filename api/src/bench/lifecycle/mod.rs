@@ -86,6 +86,10 @@ pub struct LifecycleArgs {
     /// Redis of the durable in-process server (implies `--durable`).
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes of the durable in-process server, comma-separated
+    /// (implies `--durable`; instead of `--redis-url`).
+    #[arg(long, env = "JOBSOURCE_REDIS_CLUSTER_NODES")]
+    pub redis_cluster_nodes: Option<String>,
     /// PostgreSQL server of the durable in-process server (implies `--durable`); the
     /// bench creates and drops its own database on it.
     #[arg(long)]

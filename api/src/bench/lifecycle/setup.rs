@@ -80,7 +80,7 @@ pub(super) fn with_database(url: &str, db: &str) -> String {
 
 /// The durable run's scratch resources, removed by [`Scratch::remove`].
 pub(super) struct Scratch {
-    pub(super) redis_url: String,
+    pub(super) redis: jobsource_eventstore::redis::RedisTarget,
     pub(super) prefix: String,
     pub(super) admin: sqlx::PgPool,
     pub(super) database: String,
@@ -96,7 +96,7 @@ impl Scratch {
         .await?;
         self.admin.close().await;
         let store = jobsource_eventstore::RedisStore::connect(
-            &self.redis_url,
+            self.redis.clone(),
             jobsource_eventstore::StoreConfig {
                 prefix: self.prefix.clone(),
                 ..jobsource_eventstore::StoreConfig::default()
@@ -109,7 +109,10 @@ impl Scratch {
 
 /// Runs the benchmark; fails unless every job completed exactly once.
 pub async fn run(args: LifecycleArgs) -> anyhow::Result<()> {
-    let durable = args.durable || args.redis_url.is_some() || args.database_url.is_some();
+    let durable = args.durable
+        || args.redis_url.is_some()
+        || args.redis_cluster_nodes.is_some()
+        || args.database_url.is_some();
     let mode = match (&args.url, durable) {
         (Some(_), _) => "url",
         (None, true) => "durable",
@@ -127,10 +130,11 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<()> {
                 ..ServeConfig::default()
             };
             if durable {
-                let redis_url = args
-                    .redis_url
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_REDIS.into());
+                let redis = jobsource_eventstore::redis::RedisTarget::from_settings(
+                    args.redis_url.as_deref(),
+                    args.redis_cluster_nodes.as_deref(),
+                    DEFAULT_REDIS,
+                )?;
                 let admin_url = args
                     .database_url
                     .clone()
@@ -143,10 +147,17 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<()> {
                 sqlx::query(&format!("CREATE DATABASE {database}"))
                     .execute(&admin)
                     .await?;
-                config.redis_url = Some(redis_url.clone());
+                match &redis {
+                    jobsource_eventstore::redis::RedisTarget::Single(url) => {
+                        config.redis_url = Some(url.clone());
+                    }
+                    jobsource_eventstore::redis::RedisTarget::Cluster(nodes) => {
+                        config.redis_cluster_nodes = Some(nodes.join(","));
+                    }
+                }
                 config.database_url = Some(with_database(&admin_url, &database));
                 scratch = Some(Scratch {
-                    redis_url,
+                    redis,
                     prefix,
                     admin,
                     database,

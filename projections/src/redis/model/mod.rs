@@ -28,9 +28,9 @@
 use jobsource_domain::job::JobEvent;
 use jobsource_domain::machine::MachineEvent;
 use jobsource_domain::workflow::WorkflowEvent;
+use jobsource_eventstore::redis::RedisConn;
 use jobsource_eventstore::typed::from_envelope;
 use jobsource_eventstore::{EventStore, LogId, RecordedEvent};
-use redis::aio::ConnectionManager;
 use redis::Script;
 use serde_json::json;
 
@@ -93,7 +93,7 @@ impl RmKeys {
 
 /// The Redis read model projection.
 pub struct RedisReadModel {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: RmKeys,
     script: Script,
     folded: Script,
@@ -101,7 +101,7 @@ pub struct RedisReadModel {
 
 impl RedisReadModel {
     /// A projection writing through `conn` under namespace `rm`.
-    pub fn new(conn: ConnectionManager, rm: &str) -> Self {
+    pub fn new(conn: RedisConn, rm: &str) -> Self {
         RedisReadModel {
             conn,
             keys: RmKeys::new(rm),
@@ -120,7 +120,7 @@ impl RedisReadModel {
     }
 
     /// A clone of the model's connection.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
 

@@ -1,7 +1,7 @@
 //! The pending queue in claim order, read from the `<rm>:jobs:pending` zset (score =
 //! priority, members = job ids).
 
-use redis::aio::ConnectionManager;
+use jobsource_eventstore::redis::RedisConn;
 use uuid::Uuid;
 
 use crate::error::ProjectionError;
@@ -85,7 +85,7 @@ impl RedisReadModel {
     /// Members of score bucket `score` that sort after `after` (by id), at most `want`.
     async fn bucket_after(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
         score: f64,
         after: Uuid,
         want: usize,
@@ -156,7 +156,7 @@ impl RedisReadModel {
     /// Members of score bucket `score` in id order, at most `want`.
     async fn bucket(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConn,
         score: f64,
         want: usize,
     ) -> Result<Vec<String>, ProjectionError> {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use jobsource_eventstore::redis::RedisConn;
 
 use super::{LeaseInfo, LeaseStore};
 use crate::error::ProjectionError;
@@ -45,7 +45,7 @@ return redis.call('ZCARD', KEYS[1])
 
 /// Leases in the store's Redis, beside the partitions they guard.
 pub struct RedisLeaseStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     acquire: redis::Script,
     release: redis::Script,
@@ -54,7 +54,7 @@ pub struct RedisLeaseStore {
 
 impl RedisLeaseStore {
     /// Leases under the store's key prefix `prefix`.
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(conn: RedisConn, prefix: &str) -> Self {
         RedisLeaseStore {
             conn,
             prefix: prefix.to_owned(),

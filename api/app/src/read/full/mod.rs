@@ -39,7 +39,7 @@ use jobsource_projections::postgres::reader;
 use jobsource_projections::RedisReadModel;
 
 use super::rebuilds::{RebuildStatus, RebuildTracker};
-use redis::aio::ConnectionManager;
+use jobsource_eventstore::redis::RedisConn;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -97,7 +97,7 @@ impl FullReadSide {
         self.rebuilds.is_running(name)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
         self.redis.connection()
     }
 }

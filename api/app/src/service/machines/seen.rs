@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 use async_trait::async_trait;
 use jobsource_domain::machine_stream;
 use jobsource_eventstore::partition::partition_of;
-use redis::aio::ConnectionManager;
+use jobsource_eventstore::redis::RedisConn;
 
 use crate::service::ServiceError;
 
@@ -102,7 +102,7 @@ impl SeenStore for MemorySeenStore {
 /// The Redis store: one sorted set per partition of the event store.
 #[derive(Clone)]
 pub struct RedisSeenStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     partitions: u32,
 }
@@ -118,7 +118,7 @@ impl std::fmt::Debug for RedisSeenStore {
 
 impl RedisSeenStore {
     /// The sets of the event store under `prefix` with `partitions` partitions.
-    pub fn new(conn: ConnectionManager, prefix: &str, partitions: u32) -> Self {
+    pub fn new(conn: RedisConn, prefix: &str, partitions: u32) -> Self {
         RedisSeenStore {
             conn,
             prefix: prefix.to_owned(),
