@@ -107,7 +107,7 @@ async fn killed_mid_batch_then_restarted_equals_recomputation() {
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "restart did not catch up"
+            "restart did not catch up: {n} of 200 events archived"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

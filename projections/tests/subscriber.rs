@@ -17,7 +17,7 @@ use jobsource_eventstore::{
     StoreConfig,
 };
 use jobsource_projections::subscriber::{
-    Handler, HandlerError, MemoryStatusStore, Outcome, Subscriber, SubscriberConfig,
+    Handler, HandlerError, MemoryStatusStore, Outcome, Subscriber, SubscriberConfig, WakeHub,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -309,4 +309,68 @@ async fn catch_up_beside_the_running_loop_applies_every_event_once() {
     assert_eq!(applied.len(), ids.len());
     sub.stop();
     task.await.unwrap();
+}
+
+/// Two consumers woken only by one shared [`WakeHub`] (their `idle_wait` is ten minutes,
+/// so nothing else could wake them in time): every event appended while they run, by
+/// several tasks at once, reaches both, each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_wake_hub_wakes_every_registered_consumer() {
+    let store = store(4);
+    let sleepy = SubscriberConfig {
+        idle_wait: Duration::from_secs(600),
+        ..config()
+    };
+    let handlers = [Arc::new(Recorder::default()), Arc::new(Recorder::default())];
+    let subs: Vec<Arc<Subscriber>> = handlers
+        .iter()
+        .map(|h| {
+            Arc::new(Subscriber::new(
+                h.clone(),
+                store.clone(),
+                Arc::new(MemoryStatusStore::new()),
+                sleepy.clone(),
+            ))
+        })
+        .collect();
+    let hub = WakeHub::new();
+    for s in &subs {
+        hub.register(s);
+    }
+    let (stop_all, rx) = watch::channel(false);
+    let mut tasks = vec![hub.spawn(store.clone(), rx.clone())];
+    tasks.extend(subs.iter().map(|s| tokio::spawn(s.clone().run(rx.clone()))));
+    // Let both finish their first (empty) pass and go to sleep on the hub.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..25 {
+                    ids.push(append(&*store, false).await.1);
+                    tokio::task::yield_now().await;
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for w in writers {
+        ids.extend(w.await.unwrap());
+    }
+    for h in &handlers {
+        wait_until("both consumers applied every event", || async {
+            h.applied().len() >= ids.len()
+        })
+        .await;
+        let applied = h.applied();
+        assert_once(&applied);
+        let got: HashSet<_> = applied.into_iter().collect();
+        assert!(ids.iter().all(|id| got.contains(id)));
+    }
+    stop_all.send(true).unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
 }

@@ -18,7 +18,7 @@ use jobsource_projections::subscriber::lease::{Claims, LeaseStore};
 use jobsource_projections::subscriber::pg::{PgHandler, PgStatusStore};
 use jobsource_projections::subscriber::redis::{RedisModelHandler, RedisStatusStore};
 use jobsource_projections::subscriber::{
-    HandlerError, MemoryStatusStore, StatusRow, StatusStore, Subscriber,
+    HandlerError, MemoryStatusStore, StatusRow, StatusStore, Subscriber, WakeHub,
 };
 use jobsource_projections::worker::WorkerConfig;
 use jobsource_projections::{Archive, PgProjection, PostgresReadModel, RedisReadModel};
@@ -263,11 +263,24 @@ impl Consumers {
     }
 
     /// Starts every consumer's task; each ends when `shutdown` turns true.
+    ///
+    /// The consumers share one live tail (a [`WakeHub`]): the log is followed and decoded
+    /// once per process for all of them, not once per consumer.
     pub fn spawn(&self, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-        self.entries
-            .iter()
-            .map(|s| tokio::spawn(s.clone().run(shutdown.clone())))
-            .collect()
+        let mut tasks = Vec::with_capacity(self.entries.len() + 1);
+        if let Some(first) = self.entries.first() {
+            let hub = WakeHub::new();
+            for s in &self.entries {
+                hub.register(s);
+            }
+            tasks.push(hub.spawn(first.store().clone(), shutdown.clone()));
+        }
+        tasks.extend(
+            self.entries
+                .iter()
+                .map(|s| tokio::spawn(s.clone().run(shutdown.clone()))),
+        );
+        tasks
     }
 
     /// Status rows of every consumer and partition.

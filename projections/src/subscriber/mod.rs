@@ -4,7 +4,8 @@
 //! in-memory read model) is a [`Handler`]: it knows its checkpoint per partition and how to
 //! apply a batch of one partition's events, moving its checkpoint with its effects. The
 //! [`Subscriber`] does everything else, the same way for all of them:
-//! - catch-up from the checkpoints, then following the live tail;
+//! - catch-up from the checkpoints, then following the live tail (one per process,
+//!   shared through a [`WakeHub`], when a registry runs several consumers);
 //! - batches, several partitions at once where the consumer allows;
 //! - bounded retries with backoff; then a stall at the poison position, with the error,
 //!   recorded in a [`StatusStore`] next to the consumer's checkpoints (PostgreSQL, Redis
@@ -25,7 +26,9 @@ pub mod redis;
 mod report;
 mod runtime;
 mod status;
+mod wake;
 
 pub use handler::{Handler, HandlerError, Outcome};
 pub use runtime::{Phase, Subscriber, SubscriberConfig, BATCH_DURATION, EVENTS_APPLIED};
 pub use status::{MemoryStatusStore, Recorded, StatusRow, StatusStore};
+pub use wake::WakeHub;

@@ -1,6 +1,7 @@
 //! The driver: catch-up, tail, batches, retries, stalls, resume, stop and status for one
 //! consumer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -89,8 +90,10 @@ pub struct Subscriber {
     /// One lock per partition, held while a batch of it is applied: a direct
     /// [`Subscriber::catch_up`] beside the running loop never applies the same batch twice.
     pub(super) locks: Vec<tokio::sync::Mutex<()>>,
-    /// Wakes the loop (resume, stop).
+    /// Wakes the loop (resume, stop, and appends when a [`super::WakeHub`] is used).
     wake: Notify,
+    /// Woken by a [`super::WakeHub`] instead of following a tail of its own.
+    shared_wake: AtomicBool,
     stop: watch::Sender<bool>,
     /// Partition leases, when several instances share the consumer.
     pub(super) claims: Option<Arc<Claims>>,
@@ -120,10 +123,28 @@ impl Subscriber {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             wake: Notify::new(),
+            shared_wake: AtomicBool::new(false),
             stop: watch::channel(false).0,
             claims: None,
             refreshed: Mutex::new(None),
         }
+    }
+
+    /// The store this subscriber reads.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// Relies on a [`super::WakeHub`] for wake-ups instead of opening a tail of its own
+    /// (set by [`super::WakeHub::register`] before [`Subscriber::run`]).
+    pub(super) fn use_shared_wake(&self) {
+        self.shared_wake.store(true, Ordering::Relaxed);
+    }
+
+    /// New events were appended: leaves a wake permit, so the loop makes a pass now, or
+    /// right after the one it is in.
+    pub fn appended(&self) {
+        self.wake.notify_one();
     }
 
     /// Applies only the partitions this instance holds a lease on (scale-out), writing
@@ -197,7 +218,7 @@ impl Subscriber {
         let mut tail: Option<EventStream> = None;
         let mut delay = self.config.backoff;
         while !*shutdown.borrow() && !*stop.borrow() {
-            if tail.is_none() {
+            if tail.is_none() && !self.shared_wake.load(Ordering::Relaxed) {
                 // Opened before catching up, so an append after the last read still wakes
                 // the wait below.
                 tail = match self.store.head().await {
