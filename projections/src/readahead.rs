@@ -53,25 +53,16 @@ async fn apply(
     after: LogId,
     events: &[RecordedEvent],
 ) -> Result<Option<LogId>, ProjectionError> {
-    let Some(last) = events.last().map(|e| e.position.id) else {
+    if events.is_empty() {
         return Ok(None);
-    };
+    }
     let mut tx = pool.begin().await?;
     let at = checkpoint::lock(&mut tx, projection.name(), partition).await?;
     if at != after {
         tx.rollback().await?;
         return Ok(Some(at));
     }
-    projection.apply(&mut tx, events).await?;
-    checkpoint::advance(
-        &mut tx,
-        projection.name(),
-        partition,
-        last,
-        events.len() as u64,
-    )
-    .await?;
-    tx.commit().await?;
+    crate::runtime::commit_batch(tx, projection, partition, events).await?;
     Ok(None)
 }
 

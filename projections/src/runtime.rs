@@ -54,11 +54,26 @@ pub async fn run_batch_until(
     if let Some(until) = until {
         events.retain(|e| e.position.id <= until);
     }
-    let Some(last) = events.last().map(|e| e.position.id) else {
+    if events.is_empty() {
         tx.rollback().await?;
         return Ok(0);
+    }
+    commit_batch(tx, projection, partition, &events).await?;
+    Ok(events.len())
+}
+
+/// Writes `events` (not empty; one partition, in log order, right after the checkpoint
+/// locked in `tx`) and moves the checkpoint to the last of them, in `tx`, then commits.
+pub(crate) async fn commit_batch(
+    mut tx: Transaction<'_, Postgres>,
+    projection: &dyn PgProjection,
+    partition: u32,
+    events: &[RecordedEvent],
+) -> Result<(), ProjectionError> {
+    let Some(last) = events.last().map(|e| e.position.id) else {
+        return tx.commit().await.map_err(ProjectionError::from);
     };
-    projection.apply(&mut tx, &events).await?;
+    projection.apply(&mut tx, events).await?;
     checkpoint::advance(
         &mut tx,
         projection.name(),
@@ -68,7 +83,7 @@ pub async fn run_batch_until(
     )
     .await?;
     tx.commit().await?;
-    Ok(events.len())
+    Ok(())
 }
 
 /// Runs batches on every partition until all are caught up; returns events applied.
