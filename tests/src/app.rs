@@ -41,6 +41,18 @@ impl Answer {
         self.body["error"]["code"].as_str().unwrap_or("<none>")
     }
 
+    /// The `field` of every entry of an error body's `details`, in order.
+    pub fn fields(&self) -> Vec<String> {
+        self.body["error"]["details"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter_map(|f| f["field"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// A string field of the body.
     pub fn str(&self, field: &str) -> String {
         self.body[field]

@@ -60,6 +60,24 @@ async fn serve_refuses_both_redis_settings_naming_them() {
 }
 
 #[tokio::test]
+async fn serve_on_a_cluster_refuses_a_read_prefix_without_a_hash_tag() {
+    // Checked before connecting: no cluster is needed to see the refusal.
+    for read_prefix in ["rm", ""] {
+        let err = start(ServeConfig {
+            redis_cluster_nodes: Some(format!("redis://127.0.0.1:{}", free_port())),
+            database_url: Some("postgres://postgres@127.0.0.1:5432/postgres".into()),
+            read_prefix: Some(read_prefix.into()),
+            ..ServeConfig::default()
+        })
+        .await
+        .err()
+        .expect("an untagged read prefix must be refused on a cluster");
+        assert!(matches!(err, ServeError::Config(_)), "{err:?}");
+        assert!(err.to_string().contains("JOBSOURCE_READ_PREFIX"), "{err}");
+    }
+}
+
+#[tokio::test]
 async fn an_unreachable_node_list_is_an_error_naming_the_setting() {
     let nodes = format!(
         "redis://127.0.0.1:{},redis://127.0.0.1:{}",
@@ -181,6 +199,8 @@ async fn partitions_spread_over_the_masters_and_cross_slot_pipelines_work() {
     assert!(holding >= 2, "keys on {holding} master(s) only");
     let keys = conn.scan_match(&format!("{prefix}:*")).await.unwrap();
     assert!(keys.len() > 64, "{} keys", keys.len());
+    // `MEMORY USAGE <key>` per key: a pipeline over every slot, routed by the key.
+    assert!(store.memory_usage().await.unwrap() > 64 * 100);
     cleanup_prefix(target.clone(), &prefix).await.unwrap();
     assert!(conn
         .scan_match(&format!("{prefix}:*"))

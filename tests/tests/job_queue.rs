@@ -129,17 +129,6 @@ async fn folded(app: &TestApp, id: &str) -> Value {
     a.body
 }
 
-fn fields(a: &Answer) -> Vec<String> {
-    a.body["error"]["details"]
-        .as_array()
-        .map(|d| {
-            d.iter()
-                .filter_map(|f| f["field"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 async fn an_unrenewed_lease_expires_and_the_job_is_claimed_again(mode: Mode) {
     let app = app("lease_expiry", mode, |_| {}).await;
     let id = app.submit(json!({"type": "upscale"})).await;
@@ -537,7 +526,7 @@ async fn long_polls_and_complete_hands_out_the_next_job(mode: Mode) {
         )
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
-    assert_eq!(fields(&bad), ["worker_id"]);
+    assert_eq!(bad.fields(), ["worker_id"]);
     let bad = app
         .post(
             &format!("/v1/jobs/{third}/complete"),
@@ -546,7 +535,7 @@ async fn long_polls_and_complete_hands_out_the_next_job(mode: Mode) {
         )
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
-    assert_eq!(fields(&bad), ["next.lease_seconds"]);
+    assert_eq!(bad.fields(), ["next.lease_seconds"]);
     assert_eq!(folded(&app, &third).await["status"], "assigned");
     Arc::try_unwrap(app).ok().expect("last handle").stop().await;
 }
@@ -580,7 +569,7 @@ async fn bad_input_is_refused_and_changes_nothing(mode: Mode) {
             "{body}: {}",
             a.body
         );
-        assert!(fields(&a).contains(&field.to_owned()), "{body}: {}", a.body);
+        assert!(a.fields().contains(&field.to_owned()), "{body}: {}", a.body);
     }
     let id = app.submit(json!({"type": "upscale"})).await;
     for (extra, field) in [
@@ -598,7 +587,7 @@ async fn bad_input_is_refused_and_changes_nothing(mode: Mode) {
             "{extra}: {}",
             a.body
         );
-        assert_eq!(fields(&a), [field], "{extra}: {}", a.body);
+        assert_eq!(a.fields(), [field], "{extra}: {}", a.body);
     }
     let a = app
         .post(

@@ -9,13 +9,6 @@ use jobsource_tests::app::{spawn_app, spawn_app_config};
 use reqwest::StatusCode;
 use serde_json::json;
 
-fn field(body: &serde_json::Value) -> String {
-    body["error"]["details"][0]["field"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_webhook_targets_are_refused_when_the_policy_is_on() {
     let app = spawn_app_config("security_deny_private", |c| {
@@ -38,7 +31,12 @@ async fn private_webhook_targets_are_refused_when_the_policy_is_on() {
             "{url}: {}",
             a.body
         );
-        assert_eq!(field(&a.body), "webhook_url", "{url}: {}", a.body);
+        assert_eq!(
+            a.fields().first().map(String::as_str),
+            Some("webhook_url"),
+            "{url}: {}",
+            a.body
+        );
     }
     let w = app
         .post(
@@ -76,7 +74,12 @@ async fn credentials_in_webhook_urls_are_refused_and_ready_answers_both_shapes()
         )
         .await;
     assert!(a.status.is_client_error(), "{}", a.body);
-    assert_eq!(field(&a.body), "webhook_url", "{}", a.body);
+    assert_eq!(
+        a.fields().first().map(String::as_str),
+        Some("webhook_url"),
+        "{}",
+        a.body
+    );
     // Without the policy a private target is accepted (the default, for local setups).
     let local = app
         .post(

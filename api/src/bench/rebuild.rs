@@ -68,15 +68,17 @@ pub async fn run(args: RebuildArgs) -> anyhow::Result<()> {
     let read_rate = sequential.max(parallel);
     let (seconds, copy_rate) = match args.projection.as_str() {
         "redis" => {
-            let mut rm = format!(
-                "{}:benchrm:{}",
-                args.store.prefix,
-                uuid::Uuid::now_v7().simple()
-            );
-            if store.is_cluster() {
-                // The model's keys share one slot on a cluster (see README, Redis Cluster).
-                rm = format!("{{{rm}}}");
-            }
+            // A scratch namespace, hash-tagged on a cluster like any read model's.
+            let rm = jobsource_projections::redis::read_namespace(
+                None,
+                &format!(
+                    "{}:benchrm:{}",
+                    args.store.prefix,
+                    uuid::Uuid::now_v7().simple()
+                ),
+                store.is_cluster(),
+            )
+            .map_err(anyhow::Error::msg)?;
             // The real rebuild path: a shadow generation built from the log, then swapped in.
             let noop = |_: u64, _: u64| {};
             let start = Instant::now();
