@@ -208,3 +208,40 @@ async fn partitions_spread_over_the_masters_and_cross_slot_pipelines_work() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_entry_ends_the_whole_tail_on_a_cluster() {
+    let Some(nodes) = cluster_or_skip("a_corrupt_entry_ends_the_whole_tail_on_a_cluster") else {
+        return;
+    };
+    use futures::StreamExt;
+    let prefix = unique_prefix("cluster_corrupt_tail");
+    let target = RedisTarget::Cluster(nodes);
+    let store = RedisStore::connect(target.clone(), config(&prefix, 4))
+        .await
+        .unwrap();
+    let mut tail = store.tail(store.head().await.unwrap()).await.unwrap();
+    // One reader per partition: corrupt partition 2's log.
+    let mut conn = store.connection();
+    let _: String = redis::cmd("XADD")
+        .arg(store.keys().log(2))
+        .arg("*")
+        .arg("event")
+        .arg("{this is not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), tail.next())
+        .await
+        .expect("the tail yields the corrupt entry");
+    assert!(
+        matches!(first, Some(Err(StoreError::Decode(_)))),
+        "{first:?}"
+    );
+    // The other partitions' readers do not keep the stream going without partition 2.
+    let then = tokio::time::timeout(std::time::Duration::from_secs(10), tail.next())
+        .await
+        .expect("the tail ends after a corrupt entry");
+    assert!(then.is_none(), "{then:?}");
+    cleanup_prefix(target, &prefix).await.unwrap();
+}

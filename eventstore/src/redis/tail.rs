@@ -44,8 +44,20 @@ pub(super) async fn spawn(store: RedisStore, from: Cursor) -> Result<EventStream
             tx.clone(),
         ));
     }
+    // A corrupt entry ends the whole stream, as on one server: on a cluster its reader
+    // stops there, and the other partitions' readers must not carry on as if the live
+    // feed were whole.
+    let mut ended = false;
     Ok(Box::pin(futures::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx)
+        if ended {
+            return std::task::Poll::Ready(None);
+        }
+        let item = rx.poll_recv(cx);
+        if let std::task::Poll::Ready(Some(Err(StoreError::Decode(_)))) = &item {
+            ended = true;
+            rx.close();
+        }
+        item
     })))
 }
 
