@@ -70,7 +70,7 @@ impl Idempotency {
             h.update(e.event_type.as_bytes());
             h.update([0]);
             h.update(e.schema.to_le_bytes());
-            h.update(e.data.to_string().as_bytes());
+            h.update(e.data.get().as_bytes());
             h.update([0]);
         }
         Idempotency::new(key, hex::encode(&h.finalize()[..16]))

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::envelope::{Envelope, NewEvent};
 use crate::error::DecodeError;
+use crate::payload::Payload;
 use crate::upcast;
 
 /// The two halves of an encoded envelope; the version goes between them.
@@ -48,7 +49,7 @@ struct Tail<'a> {
     correlation_id: &'a str,
     causation_id: &'a Option<String>,
     metadata: &'a Map<String, Value>,
-    data: &'a Value,
+    data: &'a Payload,
 }
 
 /// Encodes `event` for `stream`, leaving the version open.

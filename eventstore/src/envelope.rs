@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::payload::Payload;
 use crate::position::Position;
 
 /// A stored event exactly as serialized in the logs.
@@ -35,8 +36,8 @@ pub struct Envelope {
     /// Free-form metadata (`actor`, `request_id`, ...).
     #[serde(default)]
     pub metadata: Map<String, Value>,
-    /// The event payload.
-    pub data: Value,
+    /// The event payload (raw JSON text, see [`Payload`]).
+    pub data: Payload,
 }
 
 /// An event read back from the store, with its global position.
@@ -58,7 +59,7 @@ pub struct NewEvent {
     /// Schema version of `data`.
     pub schema: u32,
     /// Payload.
-    pub data: Value,
+    pub data: Payload,
     /// Time of the event, millisecond precision.
     pub occurred_at: DateTime<Utc>,
     /// Correlation id; defaults to the event id when not set.
@@ -71,12 +72,12 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// A new event of `event_type` with payload `data` in schema `schema`, stamped now.
-    pub fn new(event_type: impl Into<String>, schema: u32, data: Value) -> Self {
+    pub fn new(event_type: impl Into<String>, schema: u32, data: impl Into<Payload>) -> Self {
         NewEvent {
             event_id: Uuid::now_v7(),
             event_type: event_type.into(),
             schema,
-            data,
+            data: data.into(),
             occurred_at: Utc::now().trunc_subsecs(3),
             correlation_id: None,
             causation_id: None,

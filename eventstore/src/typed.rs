@@ -6,11 +6,12 @@
 
 use serde::de::value::BorrowedStrDeserializer;
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, Visitor};
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::envelope::{Envelope, NewEvent};
 use crate::error::DecodeError;
+use crate::payload::Payload;
 
 /// A typed event that can be stored: its type name and current payload schema.
 pub trait EventPayload: Serialize + DeserializeOwned {
@@ -47,13 +48,26 @@ impl EventPayload for jobsource_domain::machine::MachineEvent {
     }
 }
 
+/// The `data` half of a serialized tagged event, borrowed from the text.
+#[derive(Deserialize)]
+struct DataHalf<'a> {
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
 /// Turns a typed event into a [`NewEvent`] (fresh event id, stamped now).
+///
+/// The event is written out once and its `data` half copied as text: no JSON tree is built.
 pub fn to_new_event<E: EventPayload>(event: &E) -> NewEvent {
-    let data = match serde_json::to_value(event) {
-        Ok(Value::Object(mut tagged)) => tagged.remove("data").unwrap_or(Value::Null),
+    let data = serde_json::to_string(event)
+        .ok()
+        .and_then(|text| {
+            serde_json::from_str::<DataHalf<'_>>(&text)
+                .ok()
+                .and_then(|half| half.data.map(|raw| Payload::from(raw.to_owned())))
+        })
         // Unit-like variants serialize without data.
-        _ => Value::Null,
-    };
+        .unwrap_or_default();
     NewEvent::new(event.event_type(), event.schema(), data)
 }
 
@@ -79,7 +93,7 @@ pub fn from_envelope<E: EventPayload>(envelope: &Envelope) -> Result<E, DecodeEr
 /// `{"type": event_type, "data": data}` as a deserializer, borrowing both.
 struct Tagged<'a> {
     event_type: &'a str,
-    data: &'a Value,
+    data: &'a Payload,
 }
 
 impl<'de> Deserializer<'de> for Tagged<'de> {
@@ -129,7 +143,10 @@ impl<'de> MapAccess<'de> for TaggedFields<'de> {
         if self.next == 1 {
             seed.deserialize(BorrowedStrDeserializer::new(self.tagged.event_type))
         } else {
-            seed.deserialize(self.tagged.data)
+            // The payload's text is parsed straight into the event's fields.
+            seed.deserialize(&mut serde_json::Deserializer::from_str(
+                self.tagged.data.get(),
+            ))
         }
     }
 }

@@ -41,7 +41,7 @@ pub fn upcast(mut envelope: Envelope) -> Result<Envelope, String> {
         .iter()
         .find(|u| u.event_type == envelope.event_type && u.from_schema == envelope.schema)
     {
-        envelope.data = (u.apply)(envelope.data)?;
+        envelope.data = (u.apply)(envelope.data.to_value())?.into();
         envelope.schema = u.from_schema + 1;
     }
     Ok(envelope)

@@ -53,7 +53,8 @@ impl PgProjection for Archive {
             correlations.push(env.correlation_id.clone());
             causations.push(env.causation_id.clone());
             metadata.push(serde_json::Value::Object(env.metadata.clone()));
-            data.push(env.data.clone());
+            // The payload goes over as its JSON text; PostgreSQL parses it into jsonb.
+            data.push(env.data.get());
             partitions.push(e.position.partition as i32);
             ms.push(e.position.id.ms as i64);
             seqs.push(e.position.id.seq as i64);
@@ -63,7 +64,7 @@ impl PgProjection for Archive {
             "INSERT INTO events (event_id, stream, version, type, schema, occurred_at, \
              correlation_id, causation_id, metadata, data, partition, log_ms, log_seq, position) \
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::int4[], \
-             $6::timestamptz[], $7::text[], $8::text[], $9::jsonb[], $10::jsonb[], $11::int4[], \
+             $6::timestamptz[], $7::text[], $8::text[], $9::jsonb[], $10::text[]::jsonb[], $11::int4[], \
              $12::int8[], $13::int8[], $14::text[]) \
              ON CONFLICT (event_id) DO NOTHING",
         )

@@ -13,42 +13,69 @@ pub async fn lock(
     projection: &str,
     partition: u32,
 ) -> Result<LogId, ProjectionError> {
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (projection, partition) VALUES ($1, $2) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(projection)
-    .bind(partition as i32)
-    .execute(&mut **tx)
-    .await?;
-    let (ms, seq): (i64, i64) = sqlx::query_as(
-        "SELECT log_ms, log_seq FROM projection_checkpoints \
-         WHERE projection = $1 AND partition = $2 FOR UPDATE",
-    )
-    .bind(projection)
-    .bind(partition as i32)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(LogId::new(ms as u64, seq as u64))
+    lock_fenced(tx, projection, partition)
+        .await
+        .map(|(at, _)| at)
 }
 
-/// Moves the checkpoint of `(projection, partition)` to `to` inside `tx`.
+/// [`lock`] that also returns the partition's fence (the highest lease epoch that wrote
+/// it; 0 before any), read under the same row lock.
+pub async fn lock_fenced(
+    tx: &mut Transaction<'_, Postgres>,
+    projection: &str,
+    partition: u32,
+) -> Result<(LogId, i64), ProjectionError> {
+    // The row exists after a partition's first batch, so the lock is one statement; the
+    // insert runs only the first time (and a racing insert is absorbed by the conflict).
+    let select = "SELECT log_ms, log_seq, fence FROM projection_checkpoints \
+                  WHERE projection = $1 AND partition = $2 FOR UPDATE";
+    let row: Option<(i64, i64, i64)> = sqlx::query_as(select)
+        .bind(projection)
+        .bind(partition as i32)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (ms, seq, fence) = match row {
+        Some(row) => row,
+        None => {
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (projection, partition) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(projection)
+            .bind(partition as i32)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query_as(select)
+                .bind(projection)
+                .bind(partition as i32)
+                .fetch_one(&mut **tx)
+                .await?
+        }
+    };
+    Ok((LogId::new(ms as u64, seq as u64), fence))
+}
+
+/// Moves the checkpoint of `(projection, partition)` to `to` inside `tx`, and its fence to
+/// `fence` when given (in the same statement).
 pub async fn advance(
     tx: &mut Transaction<'_, Postgres>,
     projection: &str,
     partition: u32,
     to: LogId,
     applied: u64,
+    fence: Option<u64>,
 ) -> Result<(), ProjectionError> {
     sqlx::query(
         "UPDATE projection_checkpoints SET log_ms = $3, log_seq = $4, events = events + $5, \
-         updated_at = now() WHERE projection = $1 AND partition = $2",
+         fence = COALESCE($6, fence), updated_at = now() \
+         WHERE projection = $1 AND partition = $2",
     )
     .bind(projection)
     .bind(partition as i32)
     .bind(to.ms as i64)
     .bind(to.seq as i64)
     .bind(applied as i64)
+    .bind(fence.map(|f| f as i64))
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -80,6 +80,7 @@ pub(crate) async fn commit_batch(
         partition,
         last,
         events.len() as u64,
+        None,
     )
     .await?;
     tx.commit().await?;

@@ -37,7 +37,9 @@ impl PgProjection for Picky {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         for e in events {
-            if e.envelope.data["poison"] == json!(true) && !self.fixed.load(Ordering::SeqCst) {
+            if e.envelope.data.to_value()["poison"] == json!(true)
+                && !self.fixed.load(Ordering::SeqCst)
+            {
                 return Err(ProjectionError::Apply {
                     position: e.position.to_string(),
                     message: "poison event".into(),

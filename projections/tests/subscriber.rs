@@ -72,7 +72,9 @@ impl Handler for Recorder {
         }
         let mut applied = self.applied.lock().unwrap();
         for e in events {
-            if e.envelope.data["poison"] == json!(true) && !self.fixed.load(Ordering::SeqCst) {
+            if e.envelope.data.to_value()["poison"] == json!(true)
+                && !self.fixed.load(Ordering::SeqCst)
+            {
                 // Save the prefix, then fail at the poison event.
                 return Err(HandlerError::Failed {
                     message: "poison event".into(),

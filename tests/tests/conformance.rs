@@ -398,7 +398,7 @@ async fn concurrent_writers_one_stream(store: Store) {
     // Every task's payloads are all there exactly once.
     let mut payloads: Vec<u64> = events
         .iter()
-        .map(|e| e.envelope.data["n"].as_u64().unwrap())
+        .map(|e| e.envelope.data.to_value()["n"].as_u64().unwrap())
         .collect();
     payloads.sort();
     payloads.dedup();
@@ -435,8 +435,8 @@ async fn old_schemas_are_upcast_on_read(store: Store) {
         .unwrap();
     let read = store.read_stream_all(&s).await.unwrap();
     assert_eq!(read[0].envelope.schema, 2);
-    assert_eq!(read[0].envelope.data["type"], "upscale");
-    assert_eq!(read[0].envelope.data["status"], "pending");
+    assert_eq!(read[0].envelope.data.to_value()["type"], "upscale");
+    assert_eq!(read[0].envelope.data.to_value()["status"], "pending");
     let logged = store
         .read_partition(
             r.positions[0].partition,

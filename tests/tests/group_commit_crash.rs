@@ -164,7 +164,12 @@ async fn group_commit_crash_loses_no_acknowledged_event() {
             }
             let entries = all
                 .iter()
-                .map(|e| (e.envelope.event_id, e.envelope.data["cmd"].to_string()))
+                .map(|e| {
+                    (
+                        e.envelope.event_id,
+                        e.envelope.data.to_value()["cmd"].to_string(),
+                    )
+                })
                 .collect();
             logs.insert(ack.stream.clone(), entries);
         }

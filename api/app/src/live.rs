@@ -197,17 +197,22 @@ impl LiveFeed {
     }
 
     /// Updates the job -> machine map with a job event; returns the job's machine.
-    fn track_machine(&self, job: Uuid, kind: &str, data: &serde_json::Value) -> Option<String> {
+    fn track_machine(
+        &self,
+        job: Uuid,
+        kind: &str,
+        data: &jobsource_eventstore::Payload,
+    ) -> Option<String> {
         let mut machines = self.machines.lock().unwrap_or_else(PoisonError::into_inner);
         if kind == "job_assigned" {
-            if let Some(m) = data.get("machine_id").and_then(|m| m.as_str()) {
-                machines.insert(job, m.to_owned());
+            if let Some(serde_json::Value::String(m)) = data.field("machine_id") {
+                machines.insert(job, m);
             }
         }
         let machine = machines.get(&job).cloned();
         let terminal = matches!(kind, "job_completed" | "job_cancelled")
             || (kind == "job_failed"
-                && data.get("will_retry").and_then(|w| w.as_bool()) == Some(false));
+                && data.field("will_retry").and_then(|w| w.as_bool()) == Some(false));
         if terminal {
             machines.remove(&job);
         }

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use crate::append::{AppendRequest, AppendResult, Idempotency, StoreConfig};
-use crate::envelope::{Envelope, RecordedEvent};
+use crate::envelope::RecordedEvent;
 use crate::error::{DecodeError, StoreError};
 use crate::memory_queue::QueueIndex;
 use crate::partition::partition_of;
@@ -23,16 +23,28 @@ use crate::store::{EventStore, EventStream};
 use crate::upcast;
 
 mod store;
+mod stored;
+use stored::{Stored, Types};
 
 struct Entry {
     id: LogId,
-    envelope: Arc<Envelope>,
+    event: Box<Stored>,
 }
 
-#[derive(Default)]
 struct StreamState {
+    /// The stream's name, shared by its stored events.
+    name: Arc<str>,
     /// Index into the partition log of each version (index 0 = version 1).
     entries: Vec<usize>,
+}
+
+impl StreamState {
+    fn named(name: &str) -> Self {
+        StreamState {
+            name: Arc::from(name),
+            entries: Vec::new(),
+        }
+    }
 }
 
 struct Idem {
@@ -44,6 +56,7 @@ struct Idem {
 struct Inner {
     logs: Vec<Vec<Entry>>,
     streams: HashMap<String, StreamState>,
+    types: Types,
     idempotency: HashMap<(String, String), Idem>,
     reservations: HashMap<String, (String, Instant)>,
     appends_since_sweep: u64,
@@ -97,6 +110,7 @@ impl MemoryStore {
                 inner: Mutex::new(Inner {
                     logs: (0..partitions).map(|_| Vec::new()).collect(),
                     streams: HashMap::new(),
+                    types: Types::default(),
                     idempotency: HashMap::new(),
                     reservations: HashMap::new(),
                     appends_since_sweep: 0,
@@ -125,13 +139,14 @@ impl MemoryStore {
 /// Reads back a stored envelope, upcast to the current schema like the Redis backend does.
 fn recorded(partition: u32, entry: &Entry) -> Result<RecordedEvent, StoreError> {
     let position = Position::new(partition, entry.id);
-    let envelope = if upcast::needs_upcast(&entry.envelope) {
-        upcast::upcast((*entry.envelope).clone()).map_err(|message| DecodeError {
+    let envelope = entry.event.envelope();
+    let envelope = if upcast::needs_upcast(&envelope) {
+        upcast::upcast(envelope).map_err(|message| DecodeError {
             at: position.to_string(),
             message,
         })?
     } else {
-        (*entry.envelope).clone()
+        envelope
     };
     Ok(RecordedEvent { position, envelope })
 }

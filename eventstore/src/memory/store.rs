@@ -15,11 +15,7 @@ impl EventStore for MemoryStore {
             ));
         }
         let partition = partition_of(&request.stream, self.config.partitions);
-        // Build envelopes before taking the lock; only the version is filled in inside.
-        let mut envelopes: Vec<Envelope> = std::mem::take(&mut request.events)
-            .into_iter()
-            .map(|e| e.into_envelope(&request.stream, 0))
-            .collect();
+        let events = std::mem::take(&mut request.events);
         let mut inner = self.lock();
         let inner = &mut *inner;
         let now = Instant::now();
@@ -51,15 +47,22 @@ impl EventStore for MemoryStore {
             .queue
             .check(partition, &request.stream, &request.queue)?;
         let log = &mut inner.logs[partition as usize];
-        let stream = inner.streams.entry(request.stream.clone()).or_default();
-        let mut positions = Vec::with_capacity(envelopes.len());
-        for (i, mut env) in envelopes.drain(..).enumerate() {
-            env.version = current + 1 + i as u64;
+        let stream = match inner.streams.get_mut(&request.stream) {
+            Some(s) => s,
+            None => inner
+                .streams
+                .entry(request.stream.clone())
+                .or_insert_with(|| StreamState::named(&request.stream)),
+        };
+        let mut positions = Vec::with_capacity(events.len());
+        for (i, event) in events.into_iter().enumerate() {
+            let version = current + 1 + i as u64;
+            let event_type = inner.types.intern(&event.event_type);
             let id = next_id(log.last().map(|e| e.id));
             stream.entries.push(log.len());
             log.push(Entry {
                 id,
-                envelope: Arc::new(env),
+                event: Box::new(Stored::new(event, stream.name.clone(), event_type, version)),
             });
             positions.push(Position::new(partition, id));
         }
@@ -239,10 +242,15 @@ impl EventStore for MemoryStore {
             let log = &mut inner.logs[partition as usize];
             let id = next_id(log.last().map(|e| e.id));
             let envelope = crate::codec::decode(json.as_bytes(), &Position::new(partition, id))?;
+            let event_type = inner.types.intern(&envelope.event_type);
             state.entries.push(log.len());
             log.push(Entry {
                 id,
-                envelope: Arc::new(envelope),
+                event: Box::new(Stored::from_envelope(
+                    envelope,
+                    state.name.clone(),
+                    event_type,
+                )),
             });
             inner.queue.apply(
                 partition,

@@ -1,12 +1,13 @@
 //! How the runtime applies batches: one pass over the partitions, a batch with bounded
 //! retries, then a recorded stall at the failing event.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::runtime::{BatchEnd, Subscriber, BATCH_DURATION, EVENTS_APPLIED};
+use super::runtime::{BatchEnd, Subscriber, BATCH_DURATION, EVENTS_APPLIED, STATUS_REFRESH};
 use super::{HandlerError, Outcome, Recorded};
 
 impl Subscriber {
@@ -39,6 +40,33 @@ impl Subscriber {
         claims.refresh().await
     }
 
+    /// The stalled partitions, read from the status store at most every
+    /// [`STATUS_REFRESH`].
+    async fn stalled_partitions(&self) -> Result<HashSet<u32>, HandlerError> {
+        {
+            let seen = self.stalled.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, set)) = &*seen {
+                if at.elapsed() < STATUS_REFRESH {
+                    return Ok(set.clone());
+                }
+            }
+        }
+        let recorded = self.status.load(self.name()).await?;
+        let set: HashSet<u32> = recorded
+            .into_iter()
+            .filter(|(_, r)| matches!(r, Recorded::Stalled { .. }))
+            .map(|(p, _)| p)
+            .collect();
+        *self.stalled.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), set.clone()));
+        Ok(set)
+    }
+
+    /// Drops the remembered stalled set (after this process stalled or resumed).
+    pub(super) fn forget_stalls(&self) {
+        *self.stalled.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// One batch of every partition that is not stalled (and, with leases, is held here);
     /// true when any moved.
     pub(super) async fn pass(
@@ -52,10 +80,10 @@ impl Subscriber {
         &self,
         shutdown: Option<&watch::Receiver<bool>>,
     ) -> Result<(u64, bool), HandlerError> {
-        let recorded = self.status.load(self.name()).await?;
+        let stalled = self.stalled_partitions().await?;
         self.refresh_claims().await?;
         let partitions: Vec<u32> = (0..self.store.partitions())
-            .filter(|p| !matches!(recorded.get(p), Some(Recorded::Stalled { .. })))
+            .filter(|p| !stalled.contains(p))
             .filter(|p| self.claims.as_ref().is_none_or(|c| c.epoch(*p).is_some()))
             .collect();
         let results: Vec<Result<(u64, bool), BatchEnd>> = futures::stream::iter(partitions)
@@ -153,6 +181,7 @@ impl Subscriber {
                 // Not recorded: wait for the backend; the batch is tried afresh then.
                 return Err(BatchEnd::Unavailable(e));
             }
+            self.forget_stalls();
             self.set_error(partition, Some(format!("at {at}: {failure}")));
             metrics::counter!("jobsource_projection_stalls_total", "projection" => self.name().to_owned())
                 .increment(1);

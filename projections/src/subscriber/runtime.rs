@@ -1,6 +1,7 @@
 //! The driver: catch-up, tail, batches, retries, stalls, resume, stop and status for one
 //! consumer.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -99,7 +100,15 @@ pub struct Subscriber {
     pub(super) claims: Option<Arc<Claims>>,
     /// When the leases were last refreshed.
     pub(super) refreshed: Mutex<Option<std::time::Instant>>,
+    /// The stalled partitions as last read from the status store, and when: a pass reads
+    /// them at most every [`STATUS_REFRESH`] (this process's own stalls and resumes clear
+    /// it at once).
+    pub(super) stalled: Mutex<Option<(std::time::Instant, HashSet<u32>)>>,
 }
+
+/// How often a pass reads the stalled partitions from the status store: a `resume` from
+/// another process takes effect within this (plus `idle_wait` when idle).
+pub const STATUS_REFRESH: Duration = Duration::from_millis(250);
 
 impl Subscriber {
     /// A subscriber applying `store`'s log to `handler`, recording its state in `status`.
@@ -127,6 +136,7 @@ impl Subscriber {
             stop: watch::channel(false).0,
             claims: None,
             refreshed: Mutex::new(None),
+            stalled: Mutex::new(None),
         }
     }
 
@@ -200,6 +210,7 @@ impl Subscriber {
     /// process picks it up within `idle_wait`); returns how many partitions were stalled.
     pub async fn resume(&self) -> Result<u64, HandlerError> {
         let n = self.status.resume(self.name()).await?;
+        self.forget_stalls();
         self.wake.notify_waiters();
         Ok(n)
     }

@@ -376,7 +376,9 @@ async fn terminal_step_failure_fails_the_workflow_and_cancels_unstarted_jobs() {
         .await
         .expect("history");
     assert_eq!(
-        cancelled.last().map(|e| e.envelope.data["reason"].clone()),
+        cancelled
+            .last()
+            .map(|e| e.envelope.data.to_value()["reason"].clone()),
         Some(json!("workflow failed"))
     );
 }

@@ -117,7 +117,10 @@ pub async fn page(
                     serde_json::Value::Object(m) => m,
                     _ => serde_json::Map::new(),
                 },
-                data: r.try_get("data")?,
+                data: r
+                    .try_get::<&serde_json::value::RawValue, _>("data")?
+                    .to_owned()
+                    .into(),
             },
         });
     }

@@ -249,8 +249,9 @@ impl SeedBus {
     /// `workflow_created`, else read from the head of its stream); `None` otherwise.
     async fn total_steps_for(&self, event: &RecordedEvent) -> Result<Option<u32>, SeedBusError> {
         let env = &event.envelope;
-        let remembered = |data: &serde_json::Value| {
-            data.get("total_steps")
+        let remembered = |data: &jobsource_eventstore::Payload| {
+            data.field("total_steps")
+                .as_ref()
                 .and_then(serde_json::Value::as_u64)
                 .and_then(|n| u32::try_from(n).ok())
         };

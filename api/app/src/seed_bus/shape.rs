@@ -51,12 +51,12 @@ pub fn entity_of(stream: &str) -> Option<(&'static str, &str)> {
 /// carries it on every workflow event; jobsource only on `workflow_created`), `None` when
 /// unknown (then the field is left out).
 pub fn seed_event(env: &Envelope, position: &Position, total_steps: Option<u32>) -> Value {
-    let mut out = match &env.data {
-        Value::Object(m) => m.clone(),
+    let mut out = match env.data.to_value() {
+        Value::Object(m) => m,
         Value::Null => Map::new(),
         other => {
             let mut m = Map::new();
-            m.insert("data".into(), other.clone());
+            m.insert("data".into(), other);
             m
         }
     };
@@ -155,7 +155,7 @@ mod tests {
             correlation_id: "corr-1".into(),
             causation_id: Some("cause-1".into()),
             metadata: Map::new(),
-            data,
+            data: data.into(),
         }
     }
 

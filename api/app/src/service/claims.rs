@@ -265,8 +265,11 @@ mod tests {
             serde_json::from_str(&filled).expect("a filled template is an envelope");
         assert_eq!(env.version, 4);
         assert_eq!(env.stream, "job-0192e4a0-0000-7000-8000-000000000001");
-        assert_eq!(env.data["attempt"], 2);
-        assert_eq!(env.data["lease_expires_at"], "2027-01-15T08:00:01Z");
+        assert_eq!(env.data.to_value()["attempt"], 2);
+        assert_eq!(
+            env.data.to_value()["lease_expires_at"],
+            "2027-01-15T08:00:01Z"
+        );
     }
 }
 

@@ -332,7 +332,7 @@ mod tests {
             correlation_id: "c".into(),
             causation_id: None,
             metadata: Default::default(),
-            data: json!({}),
+            data: json!({}).into(),
         };
         let event = RecordedEvent {
             position: Position::new(0, LogId::new(1, 0)),

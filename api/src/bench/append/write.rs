@@ -30,6 +30,9 @@ pub(super) async fn writer(
     } else {
         vec![(w % n) as usize]
     };
+    // A writer that owns its jobs drops a job's cached state once its lifecycle is done
+    // (as an aggregate cache evicts finished aggregates); shared hot jobs stay cached.
+    let owned = n >= args.concurrency;
     for j in mine {
         let stream = &jobs[j];
         loop {
@@ -45,9 +48,14 @@ pub(super) async fn writer(
                 // state, so they neither conflict nor re-read each other's events.
                 let mut stripe = shared.lock(stream).await;
                 let cached = stripe.entry(j).or_default();
-                write_one(&*store, stream, cached, &args, &pad, &mut totals).await?
+                let written = write_one(&*store, stream, cached, &args, &pad, &mut totals).await?;
+                if !written && owned {
+                    stripe.remove(&j);
+                }
+                written
             };
             if !written {
+                cache.remove(&j);
                 break;
             }
             totals.latencies.record(t0.elapsed().as_micros());

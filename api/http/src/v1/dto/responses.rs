@@ -76,9 +76,9 @@ pub struct EventView {
     /// Metadata (`actor`, ...).
     #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
-    /// Payload.
+    /// Payload (written out as stored, without re-encoding).
     #[schema(value_type = Object)]
-    pub data: Value,
+    pub data: jobsource_eventstore::Payload,
 }
 
 impl From<RecordedEvent> for EventView {
