@@ -6,8 +6,7 @@
 
 use serde::de::value::BorrowedStrDeserializer;
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, Visitor};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Serialize;
 
 use crate::envelope::{Envelope, NewEvent};
 use crate::error::DecodeError;
@@ -48,25 +47,16 @@ impl EventPayload for jobsource_domain::machine::MachineEvent {
     }
 }
 
-/// The `data` half of a serialized tagged event, borrowed from the text.
-#[derive(Deserialize)]
-struct DataHalf<'a> {
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
-}
+mod content;
 
 /// Turns a typed event into a [`NewEvent`] (fresh event id, stamped now).
 ///
-/// The event is written out once and its `data` half copied as text: no JSON tree is built.
+/// Only the event's `data` half is written, once, straight to text: no JSON tree is built.
 pub fn to_new_event<E: EventPayload>(event: &E) -> NewEvent {
-    let data = serde_json::to_string(event)
-        .ok()
-        .and_then(|text| {
-            serde_json::from_str::<DataHalf<'_>>(&text)
-                .ok()
-                .and_then(|half| half.data.map(|raw| Payload::from(raw.to_owned())))
-        })
-        // Unit-like variants serialize without data.
+    // Every event enum is adjacently tagged, so the picker cannot refuse one; `null` is the
+    // payload of a variant without data.
+    let data = content::data_json(event)
+        .map(Payload::from)
         .unwrap_or_default();
     NewEvent::new(event.event_type(), event.schema(), data)
 }
