@@ -152,10 +152,19 @@ pub struct StoreConfig {
     pub partitions: u32,
     /// How long idempotency keys are remembered.
     pub idempotency_retention: Duration,
-    /// Group commit (Redis): at most this many append commands of one partition go out
-    /// together in one script call (`JOBSOURCE_GROUP_COMMIT_MAX`); 1 sends each alone.
+    /// Group commit (Redis): at most this many append commands go out together in one
+    /// script call (`JOBSOURCE_GROUP_COMMIT_MAX`); 1 sends each alone.
     pub group_commit_max: usize,
+    /// Group commit on one Redis server: the partitions share this many lanes (partition
+    /// p in lane p mod lanes), each with one call in flight that carries commands of all
+    /// its partitions (`JOBSOURCE_GROUP_COMMIT_LANES`). On Redis Cluster each partition is
+    /// its own lane, since a call must stay in one slot.
+    pub group_commit_lanes: u32,
 }
+
+/// Default [`StoreConfig::group_commit_lanes`]: measured best of 1, 2, 4, 8 and 16 on the
+/// 2-core box (BENCHMARKS.md); one lane leaves Redis idle while each answer travels.
+pub const DEFAULT_GROUP_COMMIT_LANES: u32 = 4;
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -164,6 +173,7 @@ impl Default for StoreConfig {
             partitions: 16,
             idempotency_retention: Duration::from_secs(24 * 3600),
             group_commit_max: 64,
+            group_commit_lanes: DEFAULT_GROUP_COMMIT_LANES,
         }
     }
 }

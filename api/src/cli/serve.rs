@@ -35,6 +35,11 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBSOURCE_GROUP_COMMIT_MAX", default_value_t = 64,
         value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub group_commit_max: u64,
+    /// Group commit on one Redis server: lanes the partitions share, each with one script
+    /// call in flight carrying commands of all its partitions (ignored on a cluster).
+    #[arg(long, env = "JOBSOURCE_GROUP_COMMIT_LANES", default_value_t = 4,
+        value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub group_commit_lanes: u32,
     /// Namespace of the Redis read model (default: the prefix; empty: the seed's bare keys).
     #[arg(long, env = "JOBSOURCE_READ_PREFIX")]
     pub read_prefix: Option<String>,
@@ -105,6 +110,7 @@ impl ServeArgs {
             prefix: self.prefix,
             partitions: self.partitions,
             group_commit_max: self.group_commit_max as usize,
+            group_commit_lanes: self.group_commit_lanes,
             read_prefix: self.read_prefix,
             job_types_file: self.job_types_file.filter(|p| !p.as_os_str().is_empty()),
             http: HttpConfig {

@@ -20,6 +20,8 @@ pub struct ServeConfig {
     /// Group commit: most append commands of one partition per Redis script call
     /// (`JOBSOURCE_GROUP_COMMIT_MAX`, default 64; 1 sends each command alone).
     pub group_commit_max: usize,
+    /// Group commit lanes on one Redis server (`JOBSOURCE_GROUP_COMMIT_LANES`, default 4).
+    pub group_commit_lanes: u32,
     /// Read-model namespace (`None` = the prefix; empty = the seed's bare keys).
     pub read_prefix: Option<String>,
     /// Job-type catalog file.
@@ -75,6 +77,7 @@ impl Default for ServeConfig {
             prefix: "jobsource".into(),
             partitions: 16,
             group_commit_max: 64,
+            group_commit_lanes: jobsource_eventstore::append::DEFAULT_GROUP_COMMIT_LANES,
             read_prefix: None,
             job_types_file: None,
             http: HttpConfig::default(),

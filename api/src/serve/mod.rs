@@ -82,6 +82,7 @@ impl Server {
             prefix: config.prefix.clone(),
             partitions: config.partitions,
             group_commit_max: config.group_commit_max,
+            group_commit_lanes: config.group_commit_lanes,
             ..StoreConfig::default()
         };
         let (stop_workers, workers_rx) = watch::channel(false);

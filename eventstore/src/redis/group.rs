@@ -1,8 +1,12 @@
-//! Group commit: appends waiting on the same partition go to Redis together, in one call
-//! of the atomic append script.
+//! Group commit: appends waiting on the same lane go to Redis together, in one call of the
+//! atomic append script.
 //!
-//! Each partition has a lane: a queue of encoded commands and a flag saying whether a
-//! flusher task is running for it. The first append that finds the lane idle starts the
+//! A lane is a queue of encoded commands and a flag saying whether a flusher task is
+//! running for it. On Redis Cluster each partition has its own lane (a call must stay in
+//! one slot); on one server the partitions share [`StoreConfig::group_commit_lanes`] lanes
+//! (partition p in lane p mod lanes) and a call carries the commands of several partitions,
+//! grouped by partition: fewer, larger calls, while several lanes keep Redis busy while
+//! one call's answer travels back. The first append that finds the lane idle starts the
 //! flusher; later ones just queue. The flusher takes everything queued (up to
 //! [`StoreConfig::group_commit_max`] commands), sends it as one script call, answers each
 //! command from its own part of the reply, and repeats until the queue is empty. So under
@@ -46,6 +50,8 @@ pub(super) struct Prepared {
 }
 
 struct Pending {
+    /// The command's partition.
+    p: u32,
     command: Prepared,
     answer: oneshot::Sender<Result<AppendResult, StoreError>>,
 }
@@ -57,7 +63,7 @@ struct Lane {
     flushers: usize,
 }
 
-/// The per-partition lanes of one store (shared by its clones).
+/// The lanes of one store (shared by its clones).
 pub(super) struct Groups {
     lanes: Vec<Mutex<Lane>>,
     max: usize,
@@ -66,14 +72,20 @@ pub(super) struct Groups {
 }
 
 impl Groups {
-    /// Lanes for `partitions` partitions, at most `max` commands per call (at least 1).
-    pub(super) fn new(partitions: u32, max: usize) -> Groups {
+    /// `lanes` lanes (partition p goes to lane p mod lanes), at most `max` commands per
+    /// call (both at least 1).
+    pub(super) fn new(lanes: u32, max: usize) -> Groups {
         Groups {
-            lanes: (0..partitions).map(|_| Mutex::default()).collect(),
+            lanes: (0..lanes.max(1)).map(|_| Mutex::default()).collect(),
             max: max.max(1),
             calls: AtomicU64::new(0),
             commands: AtomicU64::new(0),
         }
+    }
+
+    /// The lane of partition `p`.
+    fn lane_of(&self, p: u32) -> usize {
+        p as usize % self.lanes.len()
     }
 
     /// Script calls sent and commands they carried, since connect.
@@ -84,12 +96,10 @@ impl Groups {
         )
     }
 
-    fn lane(&self, p: u32) -> MutexGuard<'_, Lane> {
+    fn lane(&self, lane: usize) -> MutexGuard<'_, Lane> {
         // A poisoned lane only means a thread panicked while holding it; the queue itself
         // is still consistent (every change is a single push, drain or flag write).
-        self.lanes[p as usize]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.lanes[lane].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -160,11 +170,12 @@ pub(super) async fn submit(
     command: Prepared,
 ) -> Result<AppendResult, StoreError> {
     let (answer, rx) = oneshot::channel();
+    let index = store.groups.lane_of(p);
     let start = {
-        let mut lane = store.groups.lane(p);
-        lane.queue.push_back(Pending { command, answer });
-        // One call in flight per partition: measured, a second one only halves the
-        // batches (more calls, more Redis time per event) without lowering latency.
+        let mut lane = store.groups.lane(index);
+        lane.queue.push_back(Pending { p, command, answer });
+        // One call in flight per lane: measured (per partition), a second one only halved
+        // the batches (more calls, more Redis time per event) without lowering latency.
         let start = lane.flushers == 0;
         if start {
             lane.flushers = 1;
@@ -174,7 +185,7 @@ pub(super) async fn submit(
     if start {
         let guard = Flushing {
             store: store.clone(),
-            p,
+            lane: index,
             finished: false,
         };
         tokio::spawn(flush(guard));
@@ -191,7 +202,7 @@ pub(super) async fn submit(
 /// and answers what is still queued, so no later append waits on a flusher that is gone.
 struct Flushing {
     store: RedisStore,
-    p: u32,
+    lane: usize,
     finished: bool,
 }
 
@@ -201,7 +212,7 @@ impl Drop for Flushing {
             return;
         }
         let queued: Vec<Pending> = {
-            let mut lane = self.store.groups.lane(self.p);
+            let mut lane = self.store.groups.lane(self.lane);
             lane.flushers = 0;
             lane.queue.drain(..).collect()
         };
@@ -216,7 +227,7 @@ impl Drop for Flushing {
 
 /// Sends the lane's queued commands, one call per batch, until the queue is empty.
 async fn flush(mut guard: Flushing) {
-    let (store, p) = (guard.store.clone(), guard.p);
+    let (store, index) = (guard.store.clone(), guard.lane);
     loop {
         // Let the tasks just woken by the previous call's answers (and the caller that
         // started this flusher) run first: they usually queue their next commands at
@@ -225,7 +236,7 @@ async fn flush(mut guard: Flushing) {
         // yields added nothing.
         tokio::task::yield_now().await;
         let batch: Vec<Pending> = {
-            let mut lane = store.groups.lane(p);
+            let mut lane = store.groups.lane(index);
             if lane.queue.is_empty() {
                 lane.flushers = 0;
                 guard.finished = true;
@@ -242,23 +253,31 @@ async fn flush(mut guard: Flushing) {
             }
             lane.queue.drain(..take).collect()
         };
-        run(&store, p, batch).await;
+        run(&store, batch).await;
     }
 }
 
 /// One script call for `batch`; every command gets its answer.
-async fn run(store: &RedisStore, p: u32, batch: Vec<Pending>) {
+async fn run(store: &RedisStore, mut batch: Vec<Pending>) {
+    // The script takes the commands partition by partition. A stable sort keeps the order
+    // of each partition's commands (and so of each stream's) as they were queued.
+    batch.sort_by_key(|pending| pending.p);
     let mut inv = store.append_script.prepare_invoke();
-    inv.key(store.keys.log(p));
-    for k in queue::index_keys(store, p) {
-        inv.key(k);
-    }
     // PX 0 is an error, and an error after the writes would report a failure for an
     // append that happened: clamp to at least 1 ms.
-    inv.arg((store.config.idempotency_retention.as_millis() as u64).max(1))
-        .arg(store.keys.tag(p))
-        .arg(batch.len());
-    for pending in &batch {
+    inv.arg((store.config.idempotency_retention.as_millis() as u64).max(1));
+    let groups = 1 + batch.windows(2).filter(|w| w[0].p != w[1].p).count();
+    inv.arg(groups);
+    for (i, pending) in batch.iter().enumerate() {
+        let p = pending.p;
+        if i == 0 || batch[i - 1].p != p {
+            inv.key(store.keys.log(p));
+            for k in queue::index_keys(store, p) {
+                inv.key(k);
+            }
+            let count = batch[i..].iter().take_while(|x| x.p == p).count();
+            inv.arg(store.keys.tag(p)).arg(count);
+        }
         for k in &pending.command.keys {
             inv.key(k);
         }
@@ -276,7 +295,7 @@ async fn run(store: &RedisStore, p: u32, batch: Vec<Pending>) {
     match reply {
         Ok(replies) if replies.len() == batch.len() => {
             for (pending, reply) in batch.into_iter().zip(replies) {
-                let result = answer(p, pending.command, &reply);
+                let result = answer(pending.p, pending.command, &reply);
                 // A caller that stopped waiting just does not hear its answer.
                 let _ = pending.answer.send(result);
             }

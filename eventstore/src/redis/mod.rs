@@ -97,10 +97,14 @@ impl RedisStore {
         let target = target.into();
         let shown = target.shown();
         let (connector, conn) = target::connect(&target).await?;
-        let groups = std::sync::Arc::new(group::Groups::new(
-            config.partitions,
-            config.group_commit_max,
-        ));
+        // On a cluster every call must stay in one slot, so each partition has its own
+        // lane; one server takes commands of several partitions in one call.
+        let lanes = if conn.is_cluster() {
+            config.partitions
+        } else {
+            config.group_commit_lanes.clamp(1, config.partitions.max(1))
+        };
+        let groups = std::sync::Arc::new(group::Groups::new(lanes, config.group_commit_max));
         let store = RedisStore {
             connector,
             conn,

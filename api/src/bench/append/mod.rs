@@ -78,6 +78,9 @@ pub struct AppendArgs {
     /// command alone, as before group commit).
     #[arg(long, env = "JOBSOURCE_GROUP_COMMIT_MAX", default_value_t = 64)]
     pub group_commit_max: usize,
+    /// Group commit lanes on one Redis server (see `serve --group-commit-lanes`).
+    #[arg(long, env = "JOBSOURCE_GROUP_COMMIT_LANES", default_value_t = 4)]
+    pub group_commit_lanes: u32,
     /// Same-stream writers chain their decisions on the folded state and append them
     /// together in one call (per-stream serialized mode only; see `chain.rs`).
     #[arg(long, conflicts_with = "no_serialize")]
@@ -122,6 +125,7 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
         prefix: prefix.clone(),
         partitions: args.partitions,
         group_commit_max: args.group_commit_max,
+        group_commit_lanes: args.group_commit_lanes,
         ..StoreConfig::default()
     };
     let (store, redis): (Arc<dyn EventStore>, Option<RedisStore>) = if args.memory {
@@ -176,7 +180,8 @@ pub async fn run(args: AppendArgs) -> anyhow::Result<()> {
     let mut group = Value::Null;
     if let Some(r) = &redis {
         let (calls, commands) = r.group_commit_stats();
-        group = json!({"max": args.group_commit_max, "calls": calls, "commands": commands,
+        group = json!({"max": args.group_commit_max, "lanes": args.group_commit_lanes,
+                       "calls": calls, "commands": commands,
                        "mean_batch": round(commands as f64 / calls.max(1) as f64, 2)});
         let bytes = r.memory_usage().await?;
         bytes_per_event = json!(round(bytes as f64 / totals.events as f64, 1));
