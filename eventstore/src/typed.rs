@@ -12,6 +12,8 @@ use crate::envelope::{Envelope, NewEvent};
 use crate::error::DecodeError;
 use crate::payload::Payload;
 
+mod content;
+
 /// A typed event that can be stored: its type name and current payload schema.
 pub trait EventPayload: Serialize + DeserializeOwned {
     /// The envelope `type`, e.g. `job_assigned`.
@@ -46,8 +48,6 @@ impl EventPayload for jobsource_domain::machine::MachineEvent {
         jobsource_domain::machine::MachineEvent::schema(self)
     }
 }
-
-mod content;
 
 /// Turns a typed event into a [`NewEvent`] (fresh event id, stamped now).
 ///
