@@ -15,7 +15,7 @@ use jobsource_projections::subscriber::lease::{Claims, LeaseStore, RedisLeaseSto
 use jobsource_projections::subscriber::pg::PgHandler;
 use jobsource_projections::subscriber::redis::RedisModelHandler;
 use jobsource_projections::subscriber::{Handler, Outcome};
-use jobsource_projections::{migrate, Archive, RedisReadModel};
+use jobsource_projections::{checkpoint, migrate, Archive, RedisReadModel};
 use jobsource_tests::{cleanup_prefix, redis_url, unique_prefix, TestDatabase};
 use serde_json::json;
 
@@ -164,4 +164,56 @@ async fn claims_split_the_partitions_and_a_paused_owner_is_fenced_out() {
     pool.close().await;
     db.drop_db().await;
     cleanup_prefix(&redis_url(), &prefix).await.unwrap();
+}
+
+/// The PostgreSQL handler remembers the checkpoint its own batches wrote instead of reading
+/// it before every batch. When another writer (a second instance, a rebuild's swap) moved
+/// the checkpoint meanwhile, the stale batch writes nothing (`Moved`) and the next
+/// `checkpoint` reads the real one at once; a checkpoint moved back (a replay from an
+/// offset) is seen once the memory expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_checkpoint_gives_way_to_the_one_another_writer_moved() {
+    use jobsource_projections::subscriber::pg::CHECKPOINT_TTL;
+    let store = Arc::new(MemoryStore::new(StoreConfig {
+        partitions: 1,
+        ..StoreConfig::default()
+    }));
+    appended(&*store, 6).await;
+    let db = TestDatabase::create().await;
+    let pool = db.pool(4).await.unwrap();
+    migrate::migrate(&pool).await.unwrap();
+    let events = store.read_partition(0, LogId::ZERO, 100).await.unwrap();
+    let id = |i: usize| events[i].position.id;
+    let mine = PgHandler::new(Arc::new(Archive), pool.clone());
+    let other = PgHandler::new(Arc::new(Archive), pool.clone());
+
+    assert_eq!(mine.checkpoint(0).await.unwrap(), LogId::ZERO);
+    let applied = mine.apply(0, LogId::ZERO, &events[..2], None).await;
+    assert_eq!(applied.unwrap(), Outcome::Applied);
+    assert_eq!(mine.checkpoint(0).await.unwrap(), id(1));
+    // The other writer goes on from there.
+    assert_eq!(other.checkpoint(0).await.unwrap(), id(1));
+    let applied = other.apply(0, id(1), &events[2..4], None).await;
+    assert_eq!(applied.unwrap(), Outcome::Applied);
+    // This handler's batch read after what it remembered: refused whole, and forgotten.
+    let stale = mine.apply(0, id(1), &events[2..4], None).await;
+    assert_eq!(stale.unwrap(), Outcome::Moved);
+    assert_eq!(mine.checkpoint(0).await.unwrap(), id(3));
+    let applied = mine.apply(0, id(3), &events[4..], None).await;
+    assert_eq!(applied.unwrap(), Outcome::Applied);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 6, "every event archived once");
+
+    // A replay from the start, set in the table: seen once the memory has expired.
+    checkpoint::reset(&pool, "archive", &jobsource_eventstore::Cursor::start(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(CHECKPOINT_TTL + Duration::from_millis(100)).await;
+    assert_eq!(mine.checkpoint(0).await.unwrap(), LogId::ZERO);
+
+    pool.close().await;
+    db.drop_db().await;
 }

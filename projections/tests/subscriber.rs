@@ -31,6 +31,8 @@ struct Recorder {
     applied: Mutex<Vec<Uuid>>,
     fixed: AtomicBool,
     outages: AtomicU32,
+    /// Batches refused at a poison event.
+    failures: AtomicU32,
 }
 
 #[async_trait]
@@ -76,6 +78,7 @@ impl Handler for Recorder {
                 && !self.fixed.load(Ordering::SeqCst)
             {
                 // Save the prefix, then fail at the poison event.
+                self.failures.fetch_add(1, Ordering::SeqCst);
                 return Err(HandlerError::Failed {
                     message: "poison event".into(),
                     position: Some(e.position.to_string()),
@@ -115,6 +118,27 @@ async fn append(store: &dyn EventStore, poison: bool) -> (String, Uuid) {
         .envelope
         .event_id;
     (stream, id)
+}
+
+/// `tasks` tasks appending `each` events apiece (yielding in between), concurrently.
+fn spawn_writers(
+    store: &Arc<dyn EventStore>,
+    tasks: usize,
+    each: usize,
+) -> Vec<tokio::task::JoinHandle<Vec<Uuid>>> {
+    (0..tasks)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..each {
+                    ids.push(append(&*store, false).await.1);
+                    tokio::task::yield_now().await;
+                }
+                ids
+            })
+        })
+        .collect()
 }
 
 fn config() -> SubscriberConfig {
@@ -235,6 +259,49 @@ async fn a_poison_event_stalls_its_partition_until_resumed_and_stop_shows_stoppe
     drop(stop_all);
 }
 
+/// A pass reads the stalled partitions from the status store at most every 250 ms, so a
+/// stall or a resume made in this process must take effect on the very next pass: the
+/// stalled partition is not tried again (no second round of attempts, no second stall),
+/// and after `resume` the next catch-up applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_and_a_resume_in_this_process_take_effect_on_the_next_pass() {
+    let store = store(4);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(append(&*store, i == 5).await.1);
+    }
+    let handler = Arc::new(Recorder::default());
+    let sub = Subscriber::new(
+        handler.clone(),
+        store.clone(),
+        Arc::new(MemoryStatusStore::new()),
+        config(),
+    );
+    sub.catch_up().await.unwrap();
+    assert_eq!(
+        handler.failures.load(Ordering::SeqCst),
+        config().max_attempts,
+        "the stalled partition was tried again after its stall"
+    );
+    assert_eq!(sub.catch_up().await.unwrap(), 0);
+    assert_eq!(
+        handler.failures.load(Ordering::SeqCst),
+        config().max_attempts
+    );
+    assert!(handler.applied().len() < ids.len());
+
+    handler.fixed.store(true, Ordering::SeqCst);
+    assert_eq!(sub.resume().await.unwrap(), 1);
+    sub.catch_up().await.unwrap();
+    let applied = handler.applied();
+    assert_once(&applied);
+    assert_eq!(
+        applied.iter().collect::<HashSet<_>>(),
+        ids.iter().collect::<HashSet<_>>(),
+        "the resumed partition was not applied by the next catch-up"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_are_waited_out_without_stalling() {
     let store = store(2);
@@ -275,18 +342,7 @@ async fn catch_up_beside_the_running_loop_applies_every_event_once() {
     ));
     let (_stop, rx) = watch::channel(false);
     let task = tokio::spawn(sub.clone().run(rx));
-    let writers: Vec<_> = (0..16)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for _ in 0..40 {
-                    ids.push(append(&*store, false).await.1);
-                }
-                ids
-            })
-        })
-        .collect();
+    let writers = spawn_writers(&store, 16, 40);
     let catchers: Vec<_> = (0..4)
         .map(|_| {
             let sub = sub.clone();
@@ -344,19 +400,7 @@ async fn a_shared_wake_hub_wakes_every_registered_consumer() {
     tasks.extend(subs.iter().map(|s| tokio::spawn(s.clone().run(rx.clone()))));
     // Let both finish their first (empty) pass and go to sleep on the hub.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let writers: Vec<_> = (0..8)
-        .map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut ids = Vec::new();
-                for _ in 0..25 {
-                    ids.push(append(&*store, false).await.1);
-                    tokio::task::yield_now().await;
-                }
-                ids
-            })
-        })
-        .collect();
+    let writers = spawn_writers(&store, 8, 25);
     let mut ids = Vec::new();
     for w in writers {
         ids.extend(w.await.unwrap());

@@ -32,5 +32,5 @@ pub use env::{
     cluster_nodes, database_url, redis_target, redis_url, DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL,
 };
 pub use pg_server::PrivatePostgres;
-pub use prefix::{cleanup_prefix, redis_connection, unique_prefix};
+pub use prefix::{cleanup_prefix, corrupt_log_entry, redis_connection, unique_prefix};
 pub use redis_server::{free_port, PrivateRedis};

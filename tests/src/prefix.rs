@@ -66,6 +66,22 @@ pub async fn cleanup_prefix(
     Ok(deleted)
 }
 
+/// Writes an entry no reader can decode (its `event` field is not JSON) at the end of
+/// `partition`'s log of `store`; returns its log entry id.
+pub async fn corrupt_log_entry(
+    store: &jobsource_eventstore::RedisStore,
+    partition: u32,
+) -> RedisResult<String> {
+    let mut conn = store.connection();
+    redis::cmd("XADD")
+        .arg(store.keys().log(partition))
+        .arg("*")
+        .arg("event")
+        .arg("{this is not json")
+        .query_async(&mut conn)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

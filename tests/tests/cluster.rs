@@ -13,7 +13,9 @@ use jobsource_eventstore::redis::{RedisConn, RedisTarget, CLUSTER_NODES_ENV};
 use jobsource_eventstore::{
     AppendRequest, EventStore, ExpectedVersion, NewEvent, RedisStore, StoreConfig, StoreError,
 };
-use jobsource_tests::{cleanup_prefix, cluster_nodes, free_port, redis_url, unique_prefix};
+use jobsource_tests::{
+    cleanup_prefix, cluster_nodes, corrupt_log_entry, free_port, redis_url, unique_prefix,
+};
 
 fn config(prefix: &str, partitions: u32) -> StoreConfig {
     StoreConfig {
@@ -222,15 +224,7 @@ async fn a_corrupt_entry_ends_the_whole_tail_on_a_cluster() {
         .unwrap();
     let mut tail = store.tail(store.head().await.unwrap()).await.unwrap();
     // One reader per partition: corrupt partition 2's log.
-    let mut conn = store.connection();
-    let _: String = redis::cmd("XADD")
-        .arg(store.keys().log(2))
-        .arg("*")
-        .arg("event")
-        .arg("{this is not json")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    corrupt_log_entry(&store, 2).await.unwrap();
     let first = tokio::time::timeout(std::time::Duration::from_secs(10), tail.next())
         .await
         .expect("the tail yields the corrupt entry");

@@ -562,15 +562,8 @@ async fn redis_corrupted_log_entry_is_a_typed_decode_error() {
         ))
         .await
         .unwrap();
+    let bad_id = jobsource_tests::corrupt_log_entry(&store, p).await.unwrap();
     let mut conn = store.connection();
-    let bad_id: String = redis::cmd("XADD")
-        .arg(store.keys().log(p))
-        .arg("*")
-        .arg("event")
-        .arg("{this is not json")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     let _: String = redis::cmd("XADD")
         .arg(store.keys().log(p))
         .arg("*")

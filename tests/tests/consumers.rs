@@ -78,15 +78,10 @@ async fn a_poison_entry_stalls_its_partition_of_every_consumer_until_resumed() {
         appended += 1;
     }
     // The poison: an entry no consumer can decode.
-    let mut conn = store.connection();
-    let bad_id: String = redis::cmd("XADD")
-        .arg(store.keys().log(poisoned))
-        .arg("*")
-        .arg("event")
-        .arg("{this is not json")
-        .query_async(&mut conn)
+    let bad_id = jobsource_tests::corrupt_log_entry(&store, poisoned)
         .await
         .unwrap();
+    let mut conn = store.connection();
     let bad_position = format!("{poisoned}@{bad_id}");
     // Work after it, in every partition.
     let mut later = Vec::new();

@@ -1,8 +1,10 @@
 //! Group commit under contention (issue 13): 64 writers over 16 streams, with injected
 //! conflicts, against both backends.
 //!
-//! The Redis store sends appends waiting on the same partition together in one script
-//! call, so each command's result must come from its own check. Two scenarios:
+//! The Redis store sends appends waiting on the same lane together in one script call, so
+//! each command's result must come from its own check. Each scenario runs with one lane per
+//! partition and with one lane for all of them (every call then mixes the partitions,
+//! grouped by partition in the script). Two scenarios:
 //! - deterministic: one owner per stream appends with the right version while three
 //!   injectors per stream send stale expected versions (and reused idempotency keys) into
 //!   the same batches. Every owner append must succeed at exactly its version, every
@@ -20,7 +22,7 @@ use std::sync::Arc;
 
 use jobsource_eventstore::{
     AppendRequest, AppendResult, EventStore, ExpectedVersion, Idempotency, MemoryStore, NewEvent,
-    RedisStore, StoreConfig, StoreError,
+    Position, RedisStore, StoreConfig, StoreError,
 };
 use jobsource_tests::{cleanup_prefix, redis_target, unique_prefix};
 use serde_json::json;
@@ -60,9 +62,14 @@ async fn attempt(store: &Store, request: AppendRequest) -> Attempt {
     }
 }
 
-/// Stream name -> event id per version (index = version - 1), checking contiguity.
-async fn logs(store: &Store, streams: &[String]) -> HashMap<String, Vec<Uuid>> {
+/// Stream name -> event id and log position per version (index = version - 1), checking
+/// contiguity.
+type Logs = HashMap<String, Vec<Uuid>>;
+type Positions = HashMap<String, Vec<Position>>;
+
+async fn logs(store: &Store, streams: &[String]) -> (Logs, Positions) {
     let mut out = HashMap::new();
+    let mut positions = HashMap::new();
     for s in streams {
         let all = store.read_stream_all(s).await.unwrap();
         let versions: Vec<u64> = all.iter().map(|e| e.envelope.version).collect();
@@ -78,12 +85,14 @@ async fn logs(store: &Store, streams: &[String]) -> HashMap<String, Vec<Uuid>> {
             "{s} holds an event twice"
         );
         out.insert(s.clone(), ids);
+        positions.insert(s.clone(), all.iter().map(|e| e.position).collect());
     }
-    out
+    (out, positions)
 }
 
-/// Every acknowledged command's events sit at its versions; no failed command's do.
-fn check_against_log(attempts: &[Attempt], logs: &HashMap<String, Vec<Uuid>>) {
+/// Every acknowledged command's events sit at its versions and at the positions it was
+/// told (its stream's partition, its log entries); no failed command's events are stored.
+fn check_against_log(attempts: &[Attempt], logs: &Logs, positions: &Positions) {
     let stored: HashSet<Uuid> = logs.values().flatten().copied().collect();
     let mut acknowledged = 0;
     for a in attempts {
@@ -96,8 +105,18 @@ fn check_against_log(attempts: &[Attempt], logs: &HashMap<String, Vec<Uuid>>) {
                     assert_eq!(r.first_version, v + 1, "{} got another's version", a.stream);
                 }
                 let log = &logs[&a.stream];
-                let at = &log[r.first_version as usize - 1..r.last_version as usize];
-                assert_eq!(at, a.event_ids.as_slice(), "{}: not its events", a.stream);
+                let range = r.first_version as usize - 1..r.last_version as usize;
+                assert_eq!(
+                    &log[range.clone()],
+                    a.event_ids.as_slice(),
+                    "{}: not its events",
+                    a.stream
+                );
+                assert_eq!(
+                    r.positions, positions[&a.stream][range],
+                    "{}: told other positions",
+                    a.stream
+                );
             }
             Err(StoreError::Conflict {
                 stream,
@@ -207,7 +226,7 @@ async fn deterministic_conflicts(store: Store) {
             attempts.push(a);
         }
     }
-    let logs = logs(&store, &streams).await;
+    let (logs, positions) = logs(&store, &streams).await;
     let per_stream: u64 = 1 + (0..ROUNDS).map(|r| 1 + r % 3).sum::<u64>();
     for s in streams.iter() {
         assert_eq!(logs[s].len() as u64, per_stream, "{s}");
@@ -223,13 +242,13 @@ async fn deterministic_conflicts(store: Store) {
                 stream: s.clone(),
                 first_version: 1,
                 last_version: 1,
-                positions: Vec::new(),
+                positions: vec![positions[s][0]],
                 replayed: false,
             }),
         })
         .collect();
     attempts.extend(firsts);
-    check_against_log(&attempts, &logs);
+    check_against_log(&attempts, &logs, &positions);
 }
 
 async fn racing_writers(store: Store) {
@@ -270,14 +289,14 @@ async fn racing_writers(store: Store) {
     for t in tasks {
         attempts.extend(t.await.unwrap());
     }
-    let logs = logs(&store, &streams).await;
+    let (logs, positions) = logs(&store, &streams).await;
     for (i, s) in streams.iter().enumerate() {
         // Writers i, i + 16, i + 32, i + 48 share stream i: two write 1 event, two write 2.
         let per_writer = |w: usize| (ROUNDS / 4) as usize * (1 + w % 2);
         let want: usize = (0..4).map(|k| per_writer(i + k * STREAMS)).sum();
         assert_eq!(logs[s].len(), want, "{s}");
     }
-    check_against_log(&attempts, &logs);
+    check_against_log(&attempts, &logs, &positions);
 }
 
 fn config(prefix: String) -> StoreConfig {
@@ -289,9 +308,15 @@ fn config(prefix: String) -> StoreConfig {
     }
 }
 
-async fn redis_store(name: &str) -> (Store, RedisStore, String) {
+/// A Redis store with `lanes` group-commit lanes (on a cluster each partition is its own
+/// lane whatever is asked).
+async fn redis_store(name: &str, lanes: u32) -> (Store, RedisStore, String) {
     let prefix = unique_prefix(name);
-    let store = RedisStore::connect(redis_target(), config(prefix.clone()))
+    let config = StoreConfig {
+        group_commit_lanes: lanes,
+        ..config(prefix.clone())
+    };
+    let store = RedisStore::connect(redis_target(), config)
         .await
         .expect("connect to Redis (set REDIS_URL)");
     (Arc::new(store.clone()), store, prefix)
@@ -299,7 +324,7 @@ async fn redis_store(name: &str) -> (Store, RedisStore, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_group_commit_reports_each_conflict_to_its_command() {
-    let (store, redis, prefix) = redis_store("gc_conflicts").await;
+    let (store, redis, prefix) = redis_store("gc_conflicts", 4).await;
     deterministic_conflicts(store).await;
     let (calls, commands) = redis.group_commit_stats();
     // Not a speed check: just that batches of several commands really happened.
@@ -309,7 +334,23 @@ async fn redis_group_commit_reports_each_conflict_to_its_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_group_commit_racing_writers_stay_contiguous() {
-    let (store, _, prefix) = redis_store("gc_racing").await;
+    let (store, _, prefix) = redis_store("gc_racing", 4).await;
+    racing_writers(store).await;
+    cleanup_prefix(redis_target(), &prefix).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_group_commit_across_partitions_reports_each_conflict_to_its_command() {
+    let (store, redis, prefix) = redis_store("gc_conflicts_1lane", 1).await;
+    deterministic_conflicts(store).await;
+    let (calls, commands) = redis.group_commit_stats();
+    assert!(commands > calls, "{commands} commands in {calls} calls");
+    cleanup_prefix(redis_target(), &prefix).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_group_commit_across_partitions_racing_writers_stay_contiguous() {
+    let (store, _, prefix) = redis_store("gc_racing_1lane", 1).await;
     racing_writers(store).await;
     cleanup_prefix(redis_target(), &prefix).await.unwrap();
 }

@@ -20,7 +20,7 @@ use crate::runtime::PgProjection;
 /// and the fence, commit. A crash before the commit rolls back rows and checkpoint
 /// together; a second worker that applied the batch first makes this one a no-op.
 ///
-/// The handler remembers where its own last batch left each partition's checkpoint, for
+/// The handler remembers each partition's checkpoint as it last read or wrote it, for
 /// [`CHECKPOINT_TTL`], instead of reading it from PostgreSQL before every batch: the
 /// runtime asks before each batch of each partition, which under load was one query in six
 /// of the projectors'. The memory is safe because `apply` checks the checkpoint under its
